@@ -1,0 +1,36 @@
+# Everything runs from .venv, created from pinned requirements on first use.
+PYTHON ?= $(shell PYENV_VERSION=3.12.1 pyenv which python 2>/dev/null || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint bench demo distill clean catalog
+
+install: $(BIN)/distiller
+
+$(BIN)/distiller: requirements-dev.txt layers/distiller/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python -m bench.distill_bench
+
+# The main job for now: the dry run of every sample flow in events/.
+demo distill: install
+	$(BIN)/distiller distill --partners events/partners.json --world events/world.json events/flows/*.jsonl
+
+catalog: install
+	$(BIN)/python -m distiller.catalog > docs/event-catalog.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam

@@ -1,0 +1,251 @@
+"""The path of a batch of change events: reducer → router → payload → deliveries.
+
+Pure apart from the `Lookups` port: no AWS, no I/O of its own. Lookups for a whole batch are
+made together (one `$in` per collection), and one bad record becomes a `RecordError` next to
+the others' results instead of failing the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distiller.ejson import id_string
+from distiller.identity import event_id, event_key
+from distiller.lookups import LookupFailure, Lookups
+from distiller.model import DOCUMENT_OPERATIONS, ChangeEvent, Delivery, EmittedEvent, RecordError
+from distiller.partners import Partner
+from distiller.reducers import REDUCERS
+from distiller.reducers.rules import Reducer, Row
+from distiller.routing import (
+    ROUTING_FIELDS,
+    RoutingKeys,
+    matching_subscription,
+    owner_reference,
+    routing_keys,
+    scope_decision,
+)
+from distiller.transitions import Transitions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PartnerRouting:
+    """Why one partner did or did not receive one change's events (the --explain answer)."""
+
+    partner_id: str
+    routed: bool
+    why: str
+    events: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ChangeOutcome:
+    """Everything the distiller decided about one change event."""
+
+    change: ChangeEvent
+    events: list[EmittedEvent] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    partners: list[PartnerRouting] = field(default_factory=list)
+    note: str | None = None
+
+    def explain(self) -> dict[str, Any]:
+        change = self.change
+        return {
+            "origin": change.origin,
+            "source": change.source,
+            "collection": change.collection,
+            "operationType": change.operation_type,
+            "documentId": id_string(change.document_id),
+            "resumeToken": change.resume_token,
+            "preImage": change.has_pre_image,
+            "events": [
+                {"event": e.event, "emissionIndex": e.emission_index, "trigger": e.trigger} for e in self.events
+            ],
+            "partners": [
+                {"partnerId": p.partner_id, "routed": p.routed, "why": p.why, "events": p.events} for p in self.partners
+            ],
+            "deliveries": len(self.deliveries),
+            **({"note": self.note} if self.note else {}),
+        }
+
+
+@dataclass(slots=True)
+class _Work:
+    change: ChangeEvent
+    reducer: Reducer
+    outcome: ChangeOutcome
+    document: dict[str, Any] | None = None
+    rows: list[Row] = field(default_factory=list)
+    index: int = 0
+    owner: dict[str, Any] | None = None
+
+
+class PartnerDirectory:
+    """Partners indexed by the values routing matches on, so a change only visits its candidates."""
+
+    def __init__(self, partners: list[Partner]) -> None:
+        self.partners = partners
+        self._by_id = {p.partner_id: p for p in partners}
+        self._by_org: dict[str, list[Partner]] = defaultdict(list)
+        for p in partners:
+            if p.organization_id:
+                self._by_org[p.organization_id].append(p)
+
+    def candidates(self, keys: RoutingKeys) -> list[Partner]:
+        """Partners that could match `keys` under some scope, in directory order."""
+        seen: dict[str, Partner] = {}
+        for _, value in keys.app_sources:
+            partner = self._by_id.get(value)
+            if partner is not None:
+                seen[partner.partner_id] = partner
+        for _, value in keys.organizations:
+            for partner in self._by_org.get(value, ()):
+                seen[partner.partner_id] = partner
+        if len(seen) < 2:
+            return list(seen.values())
+        order = {p.partner_id: i for i, p in enumerate(self.partners)}
+        return sorted(seen.values(), key=lambda p: order[p.partner_id])
+
+
+def distill(
+    items: Iterable[ChangeEvent | RecordError], lookups: Lookups, *, explain: bool = False
+) -> list[ChangeOutcome | RecordError]:
+    """Distill a batch: one result per input item, in input order.
+
+    `LookupFailure` propagates: the database being unreachable is a reason to retry the batch,
+    not to drop or park its records.
+    """
+    results: list[ChangeOutcome | RecordError] = []
+    work: list[_Work] = []
+    for item in items:
+        if isinstance(item, RecordError):
+            results.append(item)
+            continue
+        outcome = ChangeOutcome(item)
+        results.append(outcome)
+        reducer = REDUCERS.get(item.collection)
+        if item.operation_type not in DOCUMENT_OPERATIONS:
+            outcome.note = (
+                f"{item.operation_type}: no partner event (physical deletes and stream events carry no document)"
+            )
+        elif reducer is None:
+            outcome.note = f"no reducer for collection {item.collection!r}"
+        else:
+            work.append(_Work(item, reducer, outcome, index=len(results) - 1))
+
+    if work:
+        _resolve_documents(work, lookups, results)
+        work = [w for w in work if w.document is not None]
+        _reduce(work, results)
+        work = [w for w in work if w.rows]
+        _resolve_owners(work, lookups)
+        directory = PartnerDirectory(lookups.partners()) if work else PartnerDirectory([])
+        for w in work:
+            _route(w, directory, explain)
+    return results
+
+
+def _replace(results: list[ChangeOutcome | RecordError], w: _Work, error: RecordError) -> None:
+    results[w.index] = error
+
+
+def _resolve_documents(work: list[_Work], lookups: Lookups, results: list[ChangeOutcome | RecordError]) -> None:
+    """Use each change's post-image; fetch the ones an update arrived without, in one query per collection."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for w in work:
+        if w.change.full_document is not None:
+            w.document = w.change.full_document
+        else:
+            wanted[w.change.collection].add(id_string(w.change.document_id) or "")
+    fetched = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
+    for w in work:
+        if w.document is None:
+            doc_id = id_string(w.change.document_id) or ""
+            w.document = fetched[w.change.collection].get(doc_id)
+            if w.document is None:
+                _replace(
+                    results,
+                    w,
+                    RecordError(
+                        w.change.origin,
+                        f"{w.change.operation_type} of {w.change.collection} {doc_id} carries no fullDocument "
+                        "and the document was not found",
+                    ),
+                )
+
+
+def _reduce(work: list[_Work], results: list[ChangeOutcome | RecordError]) -> None:
+    for w in work:
+        try:
+            w.rows = w.reducer.reduce(Transitions(w.change, w.document))
+        except Exception as exc:  # a record the rules cannot read must not take the batch down
+            logger.exception("reducer %s failed on %s", w.reducer.collection, w.change.origin)
+            _replace(results, w, RecordError(w.change.origin, f"{w.reducer.collection} reducer failed: {exc!r}"))
+            w.rows = []
+            continue
+        w.outcome.events = [
+            EmittedEvent(r.event, index, f"{w.reducer.collection} {r.describe()}") for index, r in enumerate(w.rows)
+        ]
+        if not w.rows:
+            w.outcome.note = "no trigger row matched this change"
+
+
+def _resolve_owners(work: list[_Work], lookups: Lookups) -> None:
+    """Entities without an organization of their own route through their owner (listings: the seller user)."""
+    refs: dict[int, tuple[str, str]] = {}
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for i, w in enumerate(work):
+        fields = ROUTING_FIELDS.get(w.change.collection)
+        ref = owner_reference(fields, w.document) if fields is not None and w.document is not None else None
+        if ref is not None:
+            refs[i] = ref
+            wanted[ref[0]].add(ref[1])
+    owners = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
+    for i, (collection, owner_id) in refs.items():
+        work[i].owner = owners[collection].get(owner_id)
+        if work[i].owner is None:
+            logger.warning("owner %s %s of %s not found", collection, owner_id, work[i].change.origin)
+
+
+def _route(w: _Work, directory: PartnerDirectory, explain: bool) -> None:
+    assert w.document is not None
+    change, document = w.change, w.document
+    fields = ROUTING_FIELDS[change.collection]
+    keys = routing_keys(fields, document, w.owner)
+    partners = directory.partners if explain else directory.candidates(keys)
+
+    bases = []
+    for emitted, r in zip(w.outcome.events, w.rows, strict=True):
+        body = (r.payload or w.reducer.payload)(document)
+        bases.append((emitted, body))
+
+    for partner in partners:
+        decision = scope_decision(partner, keys)
+        routing = PartnerRouting(partner.partner_id, decision.routed, decision.why)
+        if explain:
+            w.outcome.partners.append(routing)
+        if not decision.routed:
+            continue
+        for emitted, body in bases:
+            pattern = matching_subscription(partner.events, emitted.event)
+            if pattern is None:
+                routing.events[emitted.event] = f"not subscribed (events: {list(partner.events)})"
+                continue
+            routing.events[emitted.event] = f"delivered (subscribed by {pattern!r})"
+            key = event_key(change.resume_token, partner.partner_id, emitted.event, emitted.emission_index)
+            eid = event_id(key)
+            payload = {"id": body.get("id"), "eventId": eid, "eventKey": key, "entityType": w.reducer.entity_type}
+            payload.update(body)
+            w.outcome.deliveries.append(Delivery(partner.partner_id, emitted.event, eid, key, payload))
+
+
+def deliveries_of(results: Iterable[ChangeOutcome | RecordError]) -> list[Delivery]:
+    return [d for r in results if isinstance(r, ChangeOutcome) for d in r.deliveries]
+
+
+__all__ = ["ChangeOutcome", "LookupFailure", "PartnerRouting", "deliveries_of", "distill"]

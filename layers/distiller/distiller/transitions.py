@@ -1,0 +1,133 @@
+"""What one change did to a document's fields, read the way Mongo really writes it.
+
+`updateDescription.updatedFields` keys may be the exact field (`dealState.buyer.status`), a
+parent set whole (`dealState: {...}`), a descendant (`manualSignatures.1.signedAt` when asking
+about `manualSignatures`), or array positions; `removedFields` unsets paths. Inserts and
+replaces carry the whole document instead. When a pre-image (`fullDocumentBeforeChange`) is
+present, a field written with the value it already had is not a transition.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from distiller.model import ChangeEvent
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+"""A field that is absent (distinct from an explicit `null`)."""
+
+
+def value_at(document: Any, path: str) -> Any:
+    """The value at a dotted path, walking objects and array positions; `MISSING` if absent."""
+    current = document
+    for part in path.split("."):
+        if isinstance(current, dict):
+            if part not in current:
+                return MISSING
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit():
+            index = int(part)
+            if index >= len(current):
+                return MISSING
+            current = current[index]
+        else:
+            return MISSING
+    return current
+
+
+def _top(path: str) -> str:
+    return path.split(".", 1)[0]
+
+
+class Transitions:
+    """Answers "was this field written by the change, to what, and from what" for one change."""
+
+    __slots__ = ("_document", "_removed_by_top", "_written_by_top", "change", "is_insert")
+
+    def __init__(self, change: ChangeEvent, document: dict[str, Any] | None = None) -> None:
+        self.change = change
+        self.is_insert = change.operation_type == "insert"
+        self._document = document if document is not None else change.full_document
+        self._written_by_top: dict[str, list[str]] = {}
+        self._removed_by_top: dict[str, list[str]] = {}
+        if change.operation_type == "update":
+            for key in change.updated_fields:
+                self._written_by_top.setdefault(_top(key), []).append(key)
+            for key in change.removed_fields:
+                self._removed_by_top.setdefault(_top(key), []).append(key)
+        else:
+            # insert / replace: every top-level field of the new document (and, for a replace
+            # with a pre-image, every field it dropped) counts as written.
+            for key in self._document or {}:
+                self._written_by_top.setdefault(key, []).append(key)
+            for key in change.before or {}:
+                if key not in (self._document or {}):
+                    self._removed_by_top.setdefault(key, []).append(key)
+
+    @property
+    def has_pre_image(self) -> bool:
+        return self.change.before is not None
+
+    def written_paths(self) -> list[str]:
+        """Every path the change wrote or removed, as Mongo reported it."""
+        return [p for paths in self._written_by_top.values() for p in paths] + [
+            p for paths in self._removed_by_top.values() for p in paths
+        ]
+
+    def touched(self, path: str) -> bool:
+        """Whether the change wrote or removed this field, a parent of it, or something inside it."""
+        top = _top(path)
+        return any(_related(key, path) for key in self._written_by_top.get(top, []) + self._removed_by_top.get(top, []))
+
+    def after(self, path: str) -> Any:
+        """The field's value as this change left it (`MISSING` if the change unset it or did not touch it)."""
+        top = _top(path)
+        written = self._written_by_top.get(top)
+        if self.change.operation_type != "update":
+            return value_at(self._document, path) if written or self._removed_by_top.get(top) else MISSING
+        descendant = False
+        for key in written or ():
+            if key == path:
+                return self.change.updated_fields[key]
+            if path.startswith(key + "."):
+                return value_at(self.change.updated_fields[key], path[len(key) + 1 :])
+            if key.startswith(path + "."):
+                descendant = True
+        for key in self._removed_by_top.get(top, ()):
+            if key == path or path.startswith(key + "."):
+                return MISSING
+            if key.startswith(path + "."):
+                descendant = True
+        if descendant:
+            # Only part of the field was written; the post-image holds the whole of it.
+            return value_at(self._document, path)
+        return MISSING
+
+    def before(self, path: str) -> Any:
+        """The field's value before the change: from the pre-image, `MISSING` on insert or without one."""
+        if self.is_insert or self.change.before is None:
+            return MISSING
+        return value_at(self.change.before, path)
+
+    def changed(self, path: str) -> bool:
+        """Touched, and (when a pre-image says so) to a different value than it had."""
+        if not self.touched(path):
+            return False
+        if self.has_pre_image:
+            return self.after(path) != self.before(path)
+        return True
+
+
+def _related(written: str, path: str) -> bool:
+    return written == path or path.startswith(written + ".") or written.startswith(path + ".")
