@@ -56,7 +56,7 @@ def run_distill(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
         return 2
     lookups = MongoLookups(in_memory_database(partners, world), ttl_seconds=float("inf"))
     bad = 0
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
     try:
         for chunk in _chunks(_numbered_lines(args.files, stdin), CHUNK_LINES):
             for result in distill(chunk, lookups, explain=args.explain):

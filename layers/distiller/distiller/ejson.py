@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 from typing import Any
 
 from bson import Binary, Decimal128, Int64, ObjectId, Timestamp, json_util
@@ -32,18 +33,38 @@ def loads(text: str | bytes) -> Any:
     return json_util.loads(text, json_options=JSON_OPTIONS)
 
 
+def decode(value: Any) -> Any:
+    """Decode Extended JSON wrappers in an already-parsed structure (a Lambda event is parsed for us)."""
+    if isinstance(value, dict):
+        return json_util.object_hook({k: decode(v) for k, v in value.items()}, JSON_OPTIONS)
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
 def iso_utc(value: dt.datetime) -> str:
     """ISO 8601 with milliseconds and a `Z`, the format of the spec's examples."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     value = value.astimezone(dt.UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def plain(value: Any) -> Any:
     """Convert BSON values to what a partner's JSON parser expects."""
-    if value is None or isinstance(value, (str, bool, int, float)):
+    if value is None or isinstance(value, (str, bool)):
         return value
+    if isinstance(value, int):
+        # BSON integers are at most 64-bit; a larger JSON number is not a value Mongo holds.
+        return int(value) if _INT64_MIN <= value <= _INT64_MAX else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # JSON has no NaN or Infinity
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -54,7 +75,12 @@ def plain(value: Any) -> Any:
         return iso_utc(value)
     if isinstance(value, Decimal128):
         number = value.to_decimal()
-        return int(number) if number == number.to_integral_value() else float(number)
+        if not number.is_finite():
+            return None  # JSON has no NaN or Infinity
+        if number == number.to_integral_value() and _INT64_MIN <= number <= _INT64_MAX:
+            return int(number)
+        approximate = float(number)
+        return approximate if math.isfinite(approximate) else None
     if isinstance(value, Int64):
         return int(value)
     if isinstance(value, Timestamp):

@@ -36,7 +36,7 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         raise PartnerRecordError(f"{where}.partnerId: required non-empty string")
     where = f"partner {partner_id!r}"
 
-    active = record.get("active", True)
+    active = _default(record.get("active"), True)
     if not isinstance(active, bool):
         raise PartnerRecordError(f"{where}.active: expected true or false")
 
@@ -44,15 +44,15 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
     if organization_id is not None:
         organization_id = str(organization_id.get("$oid") if isinstance(organization_id, dict) else organization_id)
 
-    scope = record.get("webhookScope") or "both"
+    scope = _default(record.get("webhookScope"), "both")
     if scope not in WEBHOOK_SCOPES:
         raise PartnerRecordError(f"{where}.webhookScope: {scope!r} is not one of {', '.join(WEBHOOK_SCOPES)}")
 
-    link_platform = record.get("linkPlatform") or "dealnow"
+    link_platform = _default(record.get("linkPlatform"), "dealnow")
     if link_platform not in LINK_PLATFORMS:
         raise PartnerRecordError(f"{where}.linkPlatform: {link_platform!r} is not one of {', '.join(LINK_PLATFORMS)}")
 
-    webhook = record.get("webhook") or {}
+    webhook = _default(record.get("webhook"), {})
     if not isinstance(webhook, dict):
         raise PartnerRecordError(f"{where}.webhook: expected an object")
     url = webhook.get("url")
@@ -77,3 +77,8 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         events=tuple(events),
         webhook_secret=secret,
     )
+
+
+def _default(value: Any, default: Any) -> Any:
+    """Stored records may carry an explicit null where the field was never set: same as absent."""
+    return default if value is None else value

@@ -146,7 +146,11 @@ def distill(
         _resolve_owners(work, lookups)
         directory = PartnerDirectory(lookups.partners()) if work else PartnerDirectory([])
         for w in work:
-            _route(w, directory, explain)
+            try:
+                _route(w, directory, explain)
+            except Exception as exc:  # one unroutable record must not take the batch down
+                logger.exception("routing failed on %s", w.change.origin)
+                _replace(results, w, RecordError(w.change.origin, f"routing failed: {exc!r}"))
     return results
 
 

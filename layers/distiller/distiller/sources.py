@@ -14,8 +14,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from bson.errors import InvalidId
-
 from distiller import ejson
 from distiller.model import ChangeEvent, RecordError
 
@@ -28,14 +26,27 @@ class SourceError(ValueError):
 
 def parse_json(text: str | bytes) -> Any:
     """Parse JSON or Extended JSON text, raising `SourceError` with the parser's reason."""
+    return _decoding(ejson.loads, text)
+
+
+def decode_ejson(value: Any) -> Any:
+    """Decode Extended JSON wrappers in an already-parsed value, raising `SourceError` on bad ones."""
+    return _decoding(ejson.decode, value)
+
+
+def _decoding(decode: Any, value: Any) -> Any:
     try:
-        return ejson.loads(text)
+        return decode(value)
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise SourceError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    except (InvalidId, TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise SourceError(f"invalid Extended JSON: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"not UTF-8 text: {exc.reason}") from exc
+    except RecursionError as exc:
+        raise SourceError("not a change event: nesting too deep") from exc
+    except Exception as exc:
+        # bson.json_util raises whatever its type decoders raise (InvalidId, InvalidBSON,
+        # decimal.InvalidOperation, OverflowError, AttributeError, ...): all mean bad input.
+        raise SourceError(f"invalid Extended JSON: {type(exc).__name__}: {exc}") from exc
 
 
 def change_events_from_text(text: str | bytes, origin: str) -> Iterator[ChangeEvent | RecordError]:
@@ -48,11 +59,13 @@ def change_events_from_text(text: str | bytes, origin: str) -> Iterator[ChangeEv
     yield from change_events_from(obj, origin)
 
 
-def change_events_from(obj: Any, origin: str) -> Iterator[ChangeEvent | RecordError]:
-    """Yield the change events held by one decoded record, or a `RecordError` per bad part.
+def change_events_from(obj: Any, origin: str, *, decoded: bool = True) -> Iterator[ChangeEvent | RecordError]:
+    """Yield the change events held by one parsed record, or a `RecordError` per bad part.
 
     A batch shape (SQS, DocumentDB) yields one item per entry, so one bad entry never hides
-    the good ones next to it.
+    the good ones next to it. `decoded=False` says Extended JSON wrappers are still raw (a
+    Lambda event arrives parsed as plain JSON); each change is then decoded on its own, so one
+    bad wrapper fails only its own record.
     """
     if not isinstance(obj, dict):
         yield RecordError(origin, f"not a recognisable change event: expected a JSON object, got {_kind(obj)}")
@@ -63,11 +76,13 @@ def change_events_from(obj: Any, origin: str) -> Iterator[ChangeEvent | RecordEr
     elif obj.get("eventSource") == "aws:sqs" or ("body" in obj and "messageId" in obj):
         yield from _sqs_record(obj, origin)
     elif obj.get("eventSource") == "aws:docdb" or ("events" in obj and "operationType" not in obj):
-        yield from _docdb_batch(obj, origin)
+        yield from _docdb_batch(obj, origin, decoded)
     elif "detail" in obj and "detail-type" in obj:
-        yield _guard(origin, lambda: _eventbridge(obj, origin))
+        yield _guard(origin, lambda: _eventbridge(obj, origin, decoded))
     elif "operationType" in obj:
-        yield _guard(origin, lambda: change_event(obj, origin, source="change-stream"))
+        yield _guard(
+            origin, lambda: change_event(obj if decoded else decode_ejson(obj), origin, source="change-stream")
+        )
     else:
         keys = ", ".join(sorted(map(str, obj))[:8]) or "none"
         yield RecordError(
@@ -90,6 +105,8 @@ def change_event(doc: Any, origin: str, source: str, collection_hint: str | None
     token = token_holder.get("_data") if isinstance(token_holder, dict) else None
     if not isinstance(token, str) or not token:
         raise SourceError("_id._data: missing resume token (needed for the eventKey)")
+    if not token.isascii() or not token.isprintable():
+        raise SourceError("_id._data: resume token must be printable ASCII (Mongo writes hex)")
 
     ns = doc.get("ns")
     collection = ns.get("coll") if isinstance(ns, dict) else None
@@ -113,10 +130,12 @@ def change_event(doc: Any, origin: str, source: str, collection_hint: str | None
         description = doc.get("updateDescription")
         if not isinstance(description, dict):
             raise SourceError("updateDescription: an update must carry an object")
-        updated = description.get("updatedFields") or {}
+        updated = description.get("updatedFields")
+        updated = {} if updated is None else updated
         if not isinstance(updated, dict):
             raise SourceError(f"updateDescription.updatedFields: expected an object, got {_kind(updated)}")
-        raw_removed = description.get("removedFields") or []
+        raw_removed = description.get("removedFields")
+        raw_removed = [] if raw_removed is None else raw_removed
         if not isinstance(raw_removed, list) or not all(isinstance(p, str) for p in raw_removed):
             raise SourceError("updateDescription.removedFields: expected a list of field paths")
         removed = tuple(raw_removed)
@@ -137,18 +156,19 @@ def change_event(doc: Any, origin: str, source: str, collection_hint: str | None
     )
 
 
-def _eventbridge(obj: dict[str, Any], origin: str) -> ChangeEvent:
+def _eventbridge(obj: dict[str, Any], origin: str, decoded: bool) -> ChangeEvent:
     detail_type = obj.get("detail-type")
     hint = None
     if isinstance(detail_type, str) and detail_type.startswith(EVENTBRIDGE_DETAIL_TYPE_PREFIX):
-        hint = detail_type[len(EVENTBRIDGE_DETAIL_TYPE_PREFIX) :].rpartition(".")[2] or None
+        hint = detail_type[len(EVENTBRIDGE_DETAIL_TYPE_PREFIX) :].partition(".")[2] or None
     try:
-        return change_event(obj["detail"], origin, source="eventbridge", collection_hint=hint)
+        detail = obj["detail"] if decoded else decode_ejson(obj["detail"])
+        return change_event(detail, origin, source="eventbridge", collection_hint=hint)
     except SourceError as exc:
         raise SourceError(f"detail.{exc}") from exc
 
 
-def _docdb_batch(obj: dict[str, Any], origin: str) -> Iterator[ChangeEvent | RecordError]:
+def _docdb_batch(obj: dict[str, Any], origin: str, decoded: bool) -> Iterator[ChangeEvent | RecordError]:
     events = obj.get("events")
     if not isinstance(events, list):
         yield RecordError(origin, "events: a DocumentDB batch must carry a list")
@@ -158,8 +178,13 @@ def _docdb_batch(obj: dict[str, Any], origin: str) -> Iterator[ChangeEvent | Rec
         if not isinstance(entry, dict) or "event" not in entry:
             yield RecordError(where, 'event: missing (expected {"event": {change event}})')
             continue
+        event = entry["event"]
         yield _guard(
-            where, lambda entry=entry, where=where: change_event(entry["event"], where, source="docdb"), "event."
+            where,
+            lambda event=event, where=where: change_event(
+                event if decoded else decode_ejson(event), where, source="docdb"
+            ),
+            "event.",
         )
 
 

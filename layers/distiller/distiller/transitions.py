@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from bson import Decimal128
+
 from distiller.model import ChangeEvent
 
 
@@ -125,8 +127,20 @@ class Transitions:
         if not self.touched(path):
             return False
         if self.has_pre_image:
-            return self.after(path) != self.before(path)
+            return comparable(self.after(path)) != comparable(self.before(path))
         return True
+
+
+def comparable(value: Any) -> Any:
+    """A value as it compares by meaning: `Decimal128("18500")` equals `Decimal128("18500.00")`."""
+    if isinstance(value, Decimal128):
+        number = value.to_decimal()
+        return number if number.is_finite() else str(number)  # NaN never equals itself
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
 
 
 def _related(written: str, path: str) -> bool:

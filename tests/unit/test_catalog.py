@@ -1,0 +1,37 @@
+"""docs/event-catalog.md is generated from the reducer tables and covers the spec's catalog."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from distiller.catalog import PLANNED, render
+from distiller.reducers import REDUCERS, all_events
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT.parent / "shared" / "spec" / "partner-api.txt"
+
+
+def test_catalog_file_is_up_to_date():
+    assert (ROOT / "docs" / "event-catalog.md").read_text() == render(), "run `make catalog`"
+
+
+def test_every_spec_catalog_event_is_implemented_or_planned():
+    if not SPEC.exists():
+        pytest.skip(f"spec not found at {SPEC}")
+    spec_events = set(re.findall(r"^((?:deal|offer|listing|user|document)\.[a-z_]+) \|$", SPEC.read_text(), re.M))
+    assert len(spec_events) >= 34
+    missing = spec_events - set(all_events()) - set(PLANNED)
+    assert not missing
+
+
+def test_no_event_is_both_implemented_and_planned():
+    assert not set(all_events()) & set(PLANNED)
+
+
+@pytest.mark.parametrize("collection", sorted(REDUCERS))
+def test_every_row_has_a_test_case_named_after_its_event(collection):
+    test_file = ROOT / "tests" / "unit" / f"test_reducer_{collection}.py"
+    text = test_file.read_text()
+    for r in REDUCERS[collection].rows:
+        assert f'"{r.event}"' in text, f"{test_file.name} has no case for {r.event}"
