@@ -181,3 +181,23 @@ def test_console_script_runs_as_installed(partners_file):
 
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "flow", sorted((Path(__file__).resolve().parents[2] / "events" / "flows").glob("*.jsonl")), ids=lambda p: p.stem
+)
+def test_explain_mode_routes_exactly_like_the_fast_path(flow):
+    """--explain visits every partner and spells out reasons; the deliveries must not change."""
+    from distiller.lookups import MongoLookups
+    from distiller.pipeline import deliveries_of, distill
+    from distiller.sources import change_events_from_text
+    from distiller.world import in_memory_database, load_partners, load_world
+
+    events = flow.parents[1]
+    database = in_memory_database(load_partners(events / "partners.json"), load_world(events / "world.json"))
+    items = [x for n, line in enumerate(flow.read_text().splitlines()) for x in change_events_from_text(line, str(n))]
+
+    fast = deliveries_of(distill(items, MongoLookups(database)))
+    explained = deliveries_of(distill(items, MongoLookups(database), explain=True))
+
+    assert fast and fast == explained

@@ -23,6 +23,7 @@ from distiller.reducers.rules import Reducer, Row
 from distiller.routing import (
     ROUTING_FIELDS,
     RoutingKeys,
+    matched_link,
     matching_subscription,
     owner_reference,
     routing_keys,
@@ -90,6 +91,7 @@ class PartnerDirectory:
 
     def __init__(self, partners: list[Partner]) -> None:
         self.partners = partners
+        self._order = {p.partner_id: i for i, p in enumerate(partners)}
         self._by_id = {p.partner_id: p for p in partners}
         self._by_org: dict[str, list[Partner]] = defaultdict(list)
         for p in partners:
@@ -108,8 +110,7 @@ class PartnerDirectory:
                 seen[partner.partner_id] = partner
         if len(seen) < 2:
             return list(seen.values())
-        order = {p.partner_id: i for i, p in enumerate(self.partners)}
-        return sorted(seen.values(), key=lambda p: order[p.partner_id])
+        return sorted(seen.values(), key=lambda p: self._order[p.partner_id])
 
 
 def distill(
@@ -219,28 +220,29 @@ def _resolve_owners(work: list[_Work], lookups: Lookups) -> None:
 def _route(w: _Work, directory: PartnerDirectory, explain: bool) -> None:
     assert w.document is not None
     change, document = w.change, w.document
-    fields = ROUTING_FIELDS[change.collection]
-    keys = routing_keys(fields, document, w.owner)
-    partners = directory.partners if explain else directory.candidates(keys)
+    keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.owner)
+    bodies = [(r.payload or w.reducer.payload)(document) for r in w.rows]
 
-    bases = []
-    for emitted, r in zip(w.outcome.events, w.rows, strict=True):
-        body = (r.payload or w.reducer.payload)(document)
-        bases.append((emitted, body))
-
-    for partner in partners:
-        decision = scope_decision(partner, keys)
-        routing = PartnerRouting(partner.partner_id, decision.routed, decision.why)
+    for partner in directory.partners if explain else directory.candidates(keys):
+        routing: PartnerRouting | None = None
         if explain:
+            decision = scope_decision(partner, keys)
+            routing = PartnerRouting(partner.partner_id, decision.routed, decision.why)
             w.outcome.partners.append(routing)
-        if not decision.routed:
-            continue
-        for emitted, body in bases:
-            pattern = matching_subscription(partner.events, emitted.event)
-            if pattern is None:
-                routing.events[emitted.event] = f"not subscribed (events: {list(partner.events)})"
+            if not decision.routed:
                 continue
-            routing.events[emitted.event] = f"delivered (subscribed by {pattern!r})"
+        elif matched_link(partner, keys) is None:
+            continue
+        for emitted, body in zip(w.outcome.events, bodies, strict=True):
+            pattern = matching_subscription(partner.events, emitted.event)
+            if routing is not None:
+                routing.events[emitted.event] = (
+                    f"not subscribed (events: {list(partner.events)})"
+                    if pattern is None
+                    else f"delivered (subscribed by {pattern!r})"
+                )
+            if pattern is None:
+                continue
             key = event_key(change.resume_token, partner.partner_id, emitted.event, emitted.emission_index)
             eid = event_id(key)
             payload = {"id": body.get("id"), "eventId": eid, "eventKey": key, "entityType": w.reducer.entity_type}

@@ -89,27 +89,45 @@ def routing_keys(fields: RoutingFields, document: dict[str, Any], owner: dict[st
     return RoutingKeys(tuple(_values(document, fields.app_source)), tuple(organizations))
 
 
+def matched_link(partner: Partner, keys: RoutingKeys) -> str | None:
+    """The routing field through which the partner's webhookScope reaches the entity, or None.
+
+    The one implementation of the webhookScope table: the distiller's router and the /data
+    read API both decide through it.
+    """
+    if not partner.active:
+        return None
+    if partner.webhook_scope != "organization":
+        for field_name, value in keys.app_sources:
+            if value == partner.partner_id:
+                return field_name
+    if partner.webhook_scope != "appSource" and partner.organization_id is not None:
+        for field_name, value in keys.organizations:
+            if value == partner.organization_id:
+                return field_name
+    return None
+
+
 def scope_decision(partner: Partner, keys: RoutingKeys) -> Decision:
-    """Apply the partner's webhookScope: appSource, organization, or both (either matches)."""
+    """`matched_link`, with the reason spelled out (for --explain and logs)."""
     if not partner.active:
         return Decision(False, "partner is inactive")
+    hit = matched_link(partner, keys)
+    scope = partner.webhook_scope
+    if hit is not None:
+        value = partner.partner_id if any(f == hit for f, _ in keys.app_sources) else partner.organization_id
+        return Decision(True, f"scope {scope}: {hit} = {value!r}")
     reasons = []
-    if partner.webhook_scope in ("appSource", "both"):
-        hit = next((f for f, v in keys.app_sources if v == partner.partner_id), None)
-        if hit:
-            return Decision(True, f"scope {partner.webhook_scope}: {hit} = {partner.partner_id!r}")
+    if scope != "organization":
         seen = ", ".join(f"{f}={v!r}" for f, v in keys.app_sources) or "no appSource on the entity"
         reasons.append(f"appSource does not match ({seen})")
-    if partner.webhook_scope in ("organization", "both"):
+    if scope != "appSource":
         if partner.organization_id is None:
             reasons.append("partner has no organizationId")
         else:
-            hit = next((f for f, v in keys.organizations if v == partner.organization_id), None)
-            if hit:
-                return Decision(True, f"scope {partner.webhook_scope}: {hit} = {partner.organization_id!r}")
             seen = ", ".join(f"{f}={v!r}" for f, v in keys.organizations) or "no organization link on the entity"
             reasons.append(f"organization {partner.organization_id!r} not linked ({seen})")
-    return Decision(False, f"scope {partner.webhook_scope}: " + "; ".join(reasons))
+    return Decision(False, f"scope {scope}: " + "; ".join(reasons))
 
 
 def matching_subscription(patterns: tuple[str, ...], event: str) -> str | None:

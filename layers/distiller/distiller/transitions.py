@@ -9,6 +9,7 @@ present, a field written with the value it already had is not a transition.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Final
 
 from bson import Decimal128
@@ -30,10 +31,20 @@ MISSING: Final = _Missing()
 """A field that is absent (distinct from an explicit `null`)."""
 
 
+@lru_cache(maxsize=4096)
+def split_path(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
+def top_field(path: str) -> str:
+    """`dealState` for `dealState.buyer.status`."""
+    return split_path(path)[0]
+
+
 def value_at(document: Any, path: str) -> Any:
     """The value at a dotted path, walking objects and array positions; `MISSING` if absent."""
     current = document
-    for part in path.split("."):
+    for part in split_path(path):
         if isinstance(current, dict):
             if part not in current:
                 return MISSING
@@ -46,10 +57,6 @@ def value_at(document: Any, path: str) -> Any:
         else:
             return MISSING
     return current
-
-
-def _top(path: str) -> str:
-    return path.split(".", 1)[0]
 
 
 class Transitions:
@@ -65,9 +72,9 @@ class Transitions:
         self._removed_by_top: dict[str, list[str]] = {}
         if change.operation_type == "update":
             for key in change.updated_fields:
-                self._written_by_top.setdefault(_top(key), []).append(key)
+                self._written_by_top.setdefault(top_field(key), []).append(key)
             for key in change.removed_fields:
-                self._removed_by_top.setdefault(_top(key), []).append(key)
+                self._removed_by_top.setdefault(top_field(key), []).append(key)
         else:
             # insert / replace: every top-level field of the new document (and, for a replace
             # with a pre-image, every field it dropped) counts as written.
@@ -81,6 +88,10 @@ class Transitions:
     def has_pre_image(self) -> bool:
         return self.change.before is not None
 
+    def written_fields(self) -> frozenset[str]:
+        """Top-level fields the change wrote or removed (a cheap first filter for rules)."""
+        return frozenset(self._written_by_top).union(self._removed_by_top)
+
     def written_paths(self) -> list[str]:
         """Every path the change wrote or removed, as Mongo reported it."""
         return [p for paths in self._written_by_top.values() for p in paths] + [
@@ -89,12 +100,12 @@ class Transitions:
 
     def touched(self, path: str) -> bool:
         """Whether the change wrote or removed this field, a parent of it, or something inside it."""
-        top = _top(path)
+        top = top_field(path)
         return any(_related(key, path) for key in self._written_by_top.get(top, []) + self._removed_by_top.get(top, []))
 
     def after(self, path: str) -> Any:
         """The field's value as this change left it (`MISSING` if the change unset it or did not touch it)."""
-        top = _top(path)
+        top = top_field(path)
         written = self._written_by_top.get(top)
         if self.change.operation_type != "update":
             return value_at(self._document, path) if written or self._removed_by_top.get(top) else MISSING

@@ -9,14 +9,19 @@ of an existing document.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from distiller.transitions import MISSING, Transitions
+from distiller.transitions import MISSING, Transitions, top_field
 
 
 class Trigger(Protocol):
     on_insert: bool
+
+    @property
+    def watches(self) -> str | None:
+        """The top-level field this trigger reads, or None when any write may fire it."""
+        ...
 
     def fires(self, t: Transitions) -> bool: ...
 
@@ -28,6 +33,7 @@ class Inserted:
     """`<collection> insert`."""
 
     on_insert: bool = True
+    watches: None = None
 
     def fires(self, t: Transitions) -> bool:
         return t.is_insert
@@ -47,6 +53,10 @@ class Becomes:
     def fires(self, t: Transitions) -> bool:
         return t.touched(self.path) and t.after(self.path) == self.value and t.before(self.path) != self.value
 
+    @property
+    def watches(self) -> str:
+        return top_field(self.path)
+
     def describe(self) -> str:
         return f"{self.path} → {self.value}"
 
@@ -60,6 +70,10 @@ class BecomesTruthy:
 
     def fires(self, t: Transitions) -> bool:
         return t.touched(self.path) and bool(t.after(self.path)) and not t.before(self.path)
+
+    @property
+    def watches(self) -> str:
+        return top_field(self.path)
 
     def describe(self) -> str:
         return f"{self.path} set truthy"
@@ -76,6 +90,10 @@ class IsSet:
         value = t.after(self.path)
         return value is not MISSING and value is not None and t.changed(self.path)
 
+    @property
+    def watches(self) -> str:
+        return top_field(self.path)
+
     def describe(self) -> str:
         return f"{self.path} set" + (" (also on insert)" if self.on_insert else "")
 
@@ -91,6 +109,10 @@ class Updated:
         value = t.after(self.path)
         return not t.is_insert and value is not MISSING and value is not None and t.changed(self.path)
 
+    @property
+    def watches(self) -> str:
+        return top_field(self.path)
+
     def describe(self) -> str:
         return f"{self.path} updated on existing document (not on insert)"
 
@@ -101,6 +123,7 @@ class AnyOtherChange:
 
     ignored: frozenset[str] = frozenset()
     on_insert: bool = False
+    watches: None = None
 
     def fires(self, t: Transitions) -> bool:
         if t.is_insert:
@@ -123,16 +146,23 @@ class Row:
     triggers: tuple[Trigger, ...]
     payload: PayloadBuilder | None = None
     """Overrides the collection's payload for this event (e.g. negative-equity flags)."""
+    watches: frozenset[str] | None = None
+    """Top-level fields the triggers read; None when any write may fire the row. Lets a reducer
+    skip rows whose fields the change never wrote."""
+    trigger_text: str = ""
 
     def fires(self, t: Transitions) -> bool:
         return any((trigger.on_insert or not t.is_insert) and trigger.fires(t) for trigger in self.triggers)
 
     def describe(self) -> str:
-        return " OR ".join(trigger.describe() for trigger in self.triggers)
+        return self.trigger_text
 
 
 def row(event: str, *triggers: Trigger, payload: PayloadBuilder | None = None) -> Row:
-    return Row(event, tuple(triggers), payload)
+    fields = [trigger.watches for trigger in triggers]
+    watches = None if None in fields else frozenset(f for f in fields if f is not None)
+    text = " OR ".join(trigger.describe() for trigger in triggers)
+    return Row(event, tuple(triggers), payload, watches, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +178,17 @@ class Reducer:
     rows: tuple[Row, ...]
     payload: PayloadBuilder
     one_event_per_update: bool = False
-    notes: tuple[str, ...] = field(default=())
 
     def reduce(self, t: Transitions) -> list[Row]:
-        fired = [r for r in self.rows if r.fires(t)]
-        if self.one_event_per_update and not t.is_insert:
-            return fired[:1]
+        """The rows this change fires, in table order."""
+        written = t.written_fields()
+        first_only = self.one_event_per_update and not t.is_insert
+        fired = []
+        for r in self.rows:
+            if r.watches is not None and written.isdisjoint(r.watches):
+                continue
+            if r.fires(t):
+                fired.append(r)
+                if first_only:
+                    break
         return fired
