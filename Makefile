@@ -24,13 +24,18 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.distill_bench
+	$(BIN)/python -m bench.dispatch_bench
 
-# The main job for now: the dry run of every sample flow in events/.
-demo distill: install
+# The main job: a partner receiver, and every sample flow of events/ through the local pipeline.
+demo: install
+	$(BIN)/python scripts/demo.py
+
+# The dry run of every sample flow: partner deliveries as JSON Lines, nothing sent.
+distill: install
 	$(BIN)/distiller distill --partners events/partners.json --world events/world.json events/flows/*.jsonl
 
 catalog: install
 	$(BIN)/python -m distiller.catalog > docs/event-catalog.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam .demo-attempts.jsonl

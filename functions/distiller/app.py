@@ -1,7 +1,8 @@
-"""Distiller function: a batch of change events (any ingest shape) in, partner deliveries out.
+"""Distiller function: a batch of change events (any ingest shape) in, delivery messages queued.
 
-Thin by design: parse the event, call the pipeline, shape the response. Until the delivery
-queue lands (issue 4) the deliveries are returned, which makes `sam local invoke` a dry run.
+Thin by design: split the event into records, call `ingest`, shape the response. SQS batches
+answer with partial batch failures; DocumentDB and EventBridge, which have none, park bad
+records on the ingest dead-letter queue and fail the invocation only for what may pass.
 """
 
 from __future__ import annotations
@@ -9,40 +10,58 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from distiller.lookups import Lookups
-from distiller.model import RecordError
-from distiller.mongo import connect_lookups
+from distiller.ingest import ingest
 from distiller.observability import logger, metrics, tracer
-from distiller.pipeline import deliveries_of, distill
-from distiller.settings import MongoSettings
-from distiller.sources import change_events_from
+from distiller.runtime import DistillerRuntime
+from distiller.sources import lambda_records
 
-_lookups: Lookups | None = None
+_runtime: DistillerRuntime | None = None
 
 
-def get_lookups() -> Lookups:
-    """Built on first use, so a cold start pays once and tests can hand in a fake."""
-    global _lookups
-    if _lookups is None:
-        _lookups = connect_lookups(MongoSettings.from_env())
-    return _lookups
+class RetryLater(RuntimeError):
+    """Some records' deliveries could not be queued; the source retries them."""
+
+
+def get_runtime() -> DistillerRuntime:
+    """Built on first use, so a cold start pays once and tests can hand in their own."""
+    global _runtime
+    if _runtime is None:
+        _runtime = DistillerRuntime.from_env()
+    return _runtime
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    results = distill(change_events_from(event, origin="event", decoded=False), get_lookups())
-    errors = [r for r in results if isinstance(r, RecordError)]
-    deliveries = deliveries_of(results)
-    for error in errors:
-        logger.error("record not distilled", extra={"origin": error.origin, "reason": error.reason})
-    metrics.add_metric(name="ChangeEvents", unit=MetricUnit.Count, value=len(results))
-    metrics.add_metric(name="Deliveries", unit=MetricUnit.Count, value=len(deliveries))
-    metrics.add_metric(name="RecordErrors", unit=MetricUnit.Count, value=len(errors))
+    runtime = get_runtime()
+    records = lambda_records(event)
+    result = ingest(records, runtime.lookups, runtime.delivery_queue, runtime.ingest_dead_letters)
+
+    metrics.add_metric(name="ChangeEvents", unit=MetricUnit.Count, value=result.change_events)
+    metrics.add_metric(name="Deliveries", unit=MetricUnit.Count, value=result.deliveries)
+    metrics.add_metric(name="ParkedRecords", unit=MetricUnit.Count, value=len(result.parked))
+    metrics.add_metric(name="RetriedRecords", unit=MetricUnit.Count, value=len(result.retry))
+
+    if isinstance(event.get("Records"), list):
+        retry = {records[i].message_id for i in result.retry}
+
+        def record_handler(record: SQSRecord) -> None:
+            if record.message_id in retry:
+                raise RetryLater(f"deliveries of message {record.message_id} could not be queued")
+
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=BatchProcessor(EventType.SQS), context=context
+        )
+    if result.retry:
+        raise RetryLater(f"{len(result.retry)} record(s) could not be queued; the batch will be retried")
     return {
-        "deliveries": [d.to_json() for d in deliveries],
-        "errors": [{"origin": e.origin, "reason": e.reason} for e in errors],
+        "records": result.records,
+        "changeEvents": result.change_events,
+        "deliveries": result.deliveries,
+        "parked": [{"origin": origin, "reason": reason} for origin, reason in result.parked],
     }

@@ -1,11 +1,18 @@
-"""The Distiller function invoked in-process with the very files in events/ (as `sam local invoke` would)."""
+"""The Distiller function invoked in-process with the very files in events/ (as `sam local invoke` would),
+against moto SQS queues."""
 
+import copy
 import json
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
-from distiller.lookups import MongoLookups
+from distiller.delivery import DeliveryMessage
+from distiller.lookups import LookupFailure, MongoLookups
+from distiller.queues import SqsQueue
+from distiller.runtime import DistillerRuntime
 from distiller.world import in_memory_database, load_partners, load_world
 from tests.conftest import load_function
 
@@ -13,51 +20,96 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 SAMPLES = sorted(p for p in EVENTS.glob("*.json") if p.name not in {"partners.json", "world.json"})
 
 
+def drain(sqs, url):
+    bodies = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            return bodies
+        for m in got:
+            bodies.append(m["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
 @pytest.fixture
-def app(monkeypatch):
+def aws():
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-2")
+        delivery = sqs.create_queue(QueueName="delivery")["QueueUrl"]
+        dlq = sqs.create_queue(QueueName="ingest-dlq")["QueueUrl"]
+        yield sqs, delivery, dlq
+
+
+@pytest.fixture
+def app(monkeypatch, aws):
+    sqs, delivery, dlq = aws
     module = load_function("distiller")
     lookups = MongoLookups(
         in_memory_database(load_partners(EVENTS / "partners.json"), load_world(EVENTS / "world.json"))
     )
-    monkeypatch.setattr(module, "_lookups", lookups)
+    runtime = DistillerRuntime(lookups, SqsQueue(sqs, delivery), SqsQueue(sqs, dlq))
+    monkeypatch.setattr(module, "_runtime", runtime)
     return module
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.stem)
-def test_every_sample_event_distils_without_errors(app, lambda_context, sample):
+def test_every_sample_event_queues_its_deliveries(app, aws, lambda_context, sample):
+    sqs, delivery, dlq = aws
     event = json.loads(sample.read_text())
 
     response = app.handler(event, lambda_context)
 
-    assert response["errors"] == []
-    assert response["deliveries"], f"{sample.name} produced no deliveries"
-    for delivery in response["deliveries"]:
+    queued = [DeliveryMessage.from_body(b) for b in drain(sqs, delivery)]
+    assert queued, f"{sample.name} queued no deliveries"
+    if "Records" in event:
+        assert response == {"batchItemFailures": []}
+    else:
+        assert response["parked"] == [] and response["deliveries"] == len(queued)
+    assert drain(sqs, dlq) == []
+    for message in queued:
         # Extended JSON arrives undecoded in a Lambda event; the handler decodes it.
-        assert "$numberInt" not in json.dumps(delivery) and "$oid" not in json.dumps(delivery)
+        assert "$numberInt" not in message.to_body() and "$oid" not in message.to_body()
+        assert message.attempt == 0 and message.emitted_at.endswith("Z")
 
 
-def test_lambda_and_cli_agree_on_every_sample(app, lambda_context, capsys, tmp_path):
+def test_lambda_and_cli_agree_on_every_sample(app, aws, lambda_context, capsys, tmp_path):
     """The handler (parsed event) and the CLI (text) produce the same deliveries for the same input."""
     from distiller.cli import main
 
+    sqs, delivery, _ = aws
     for sample in SAMPLES:
-        response = app.handler(json.loads(sample.read_text()), lambda_context)
-        capsys.readouterr()
-        line = json.dumps(json.loads(sample.read_text()))
+        app.handler(json.loads(sample.read_text()), lambda_context)
+        queued = [DeliveryMessage.from_body(b) for b in drain(sqs, delivery)]
         path = tmp_path / f"{sample.stem}.jsonl"
-        path.write_text(line + "\n")
+        path.write_text(json.dumps(json.loads(sample.read_text())) + "\n")
+        capsys.readouterr()
         argv = ["distill", "--partners", str(EVENTS / "partners.json"), "--world", str(EVENTS / "world.json")]
         assert main([*argv, str(path)]) == 0
         cli = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-        assert cli == response["deliveries"], sample.name
+        key = lambda d: (d["partnerId"], d["eventId"])  # noqa: E731
+        assert sorted(cli, key=key) == sorted(
+            (
+                {
+                    "partnerId": m.partner_id,
+                    "event": m.event,
+                    "eventId": m.event_id,
+                    "eventKey": m.event_key,
+                    "payload": m.payload,
+                }
+                for m in queued
+            ),
+            key=key,
+        ), sample.name
 
 
-def test_a_bad_record_is_reported_and_the_rest_delivered(app, lambda_context):
+def test_docdb_bad_records_are_parked_with_their_reason_and_the_rest_queued(app, aws, lambda_context):
+    sqs, delivery, dlq = aws
     event = json.loads((EVENTS / "docdb_batch.json").read_text())
-    good = len(app.handler(event, lambda_context)["deliveries"])
+    good = app.handler(copy.deepcopy(event), lambda_context)["deliveries"]
+    drain(sqs, delivery)
     event["events"].insert(0, {"event": {"operationType": "insert", "_id": {"_data": "82AB"}}})
     event["events"].insert(
-        1,
+        2,
         {
             "event": {
                 "_id": {"_data": "82AC"},
@@ -70,15 +122,72 @@ def test_a_bad_record_is_reported_and_the_rest_delivered(app, lambda_context):
 
     response = app.handler(event, lambda_context)
 
-    assert len(response["deliveries"]) == good
-    assert [e["origin"] for e in response["errors"]] == ["event events[0]", "event events[1]"]
-    assert "ns.coll" in response["errors"][0]["reason"]
-    assert "invalid Extended JSON" in response["errors"][1]["reason"]
+    assert response["deliveries"] == good == len(drain(sqs, delivery))
+    assert [p["origin"] for p in response["parked"]] == ["events[0]", "events[2]"]
+    parked = [json.loads(b) for b in drain(sqs, dlq)]
+    assert [p["origin"] for p in parked] == ["events[0]", "events[2]"]
+    assert "ns.coll" in parked[0]["reason"] and "invalid Extended JSON" in parked[1]["reason"]
+    # a parked record is itself a DocumentDB batch: it can be redriven as it is
+    assert parked[0]["record"]["eventSource"] == "aws:docdb" and len(parked[0]["record"]["events"]) == 1
 
 
-def test_missing_mongo_setting_fails_loudly_at_first_use(monkeypatch, lambda_context):
+def test_sqs_poison_record_is_parked_and_not_reported_as_failure(app, aws, lambda_context):
+    sqs, delivery, dlq = aws
+    event = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())
+    event["Records"][0]["body"] = "{not json"
+
+    response = app.handler(event, lambda_context)
+
+    assert response == {"batchItemFailures": []}
+    [parked] = [json.loads(b) for b in drain(sqs, dlq)]
+    assert parked["origin"] == "Records[0]" and "not valid JSON" in parked["reason"]
+    assert parked["record"]["body"] == "{not json"
+    assert drain(sqs, delivery)
+
+
+def test_sqs_records_whose_deliveries_cannot_be_queued_are_reported_for_retry(app, aws, lambda_context, monkeypatch):
+    sqs, _, _ = aws
+    event = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())
+    delete = {
+        "_id": {"_data": "82DEAD"},
+        "operationType": "delete",
+        "ns": {"coll": "deals"},
+        "documentKey": {"_id": "x"},
+    }
+    event["Records"].append({**event["Records"][0], "messageId": "m-delete", "body": json.dumps(delete)})
+    runtime = app._runtime
+    monkeypatch.setattr(
+        runtime, "delivery_queue", SqsQueue(sqs, "https://sqs.us-east-2.amazonaws.com/123456789012/missing")
+    )
+
+    response = app.handler(event, lambda_context)
+
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    expected = {r["messageId"] for r in event["Records"][:-1]}
+    assert failed == expected  # the delete produced nothing to queue, so it is not retried
+
+
+def test_eventbridge_send_failure_fails_the_invocation_so_it_is_retried(app, aws, lambda_context, monkeypatch):
+    sqs, _, _ = aws
+    monkeypatch.setattr(app._runtime, "delivery_queue", SqsQueue(sqs, "https://sqs.us-east-2.amazonaws.com/1/missing"))
+
+    with pytest.raises(app.RetryLater):
+        app.handler(json.loads((EVENTS / "eventbridge_atlas_plain.json").read_text()), lambda_context)
+
+
+def test_database_failure_fails_the_whole_batch(app, lambda_context, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise LookupFailure("partners: no servers")
+
+    monkeypatch.setattr(app._runtime.lookups, "partners", unavailable)
+
+    with pytest.raises(LookupFailure):
+        app.handler(json.loads((EVENTS / "docdb_batch.json").read_text()), lambda_context)
+
+
+def test_missing_setting_fails_loudly_at_first_use(monkeypatch, lambda_context):
     module = load_function("distiller")
-    monkeypatch.setattr(module, "_lookups", None)
+    monkeypatch.setattr(module, "_runtime", None)
     monkeypatch.delenv("MONGODB_URI_SECRET", raising=False)
 
     with pytest.raises(Exception, match="MONGODB_URI_SECRET"):

@@ -78,6 +78,58 @@ def run_distill(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
     return 1 if bad else 0
 
 
+def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+    from distiller.dispatch import RetrySchedule
+    from distiller.local.pipeline import LocalPipeline
+
+    try:
+        RetrySchedule.parse(args.retry_delays)
+        partners = load_partners(Path(args.partners))
+        world = load_world(Path(args.world)) if args.world else {}
+    except (WorldFileError, ValueError) as exc:
+        print(f"distiller: {_one_line(str(exc))}", file=stderr)
+        return 2
+    try:
+        lines = [line for _, line in _numbered_lines(args.files, stdin)]
+    except OSError as exc:
+        print(f"distiller: {exc.filename}: cannot read: {exc.strerror}", file=stderr)
+        return 2
+
+    pipeline = LocalPipeline(
+        in_memory_database(partners, world),
+        partners,
+        retry_delays=args.retry_delays,
+        allow_private_endpoints=args.allow_private_endpoints,
+        log_stream=stderr,
+    )
+    try:
+        report = pipeline.run(lines)
+        dead_letters = pipeline.dead_letters()
+    finally:
+        pipeline.close()
+
+    if args.log:
+        with open(args.log, "w", encoding="utf-8") as handle:
+            for attempt in report.attempts:
+                handle.write(json.dumps(attempt, default=str) + "\n")
+    print(report.table(), file=stdout)
+    for parked in report.parked:
+        print(f"parked: {parked.get('origin')}: {_one_line(str(parked.get('reason')))}", file=stderr)
+    for letter in dead_letters:
+        print(
+            f"dead-lettered: {letter.get('partnerId')} {letter.get('event')} {letter.get('eventId')} "
+            f"after {letter.get('attempt')} attempt(s): {_one_line(str(letter.get('lastError')))}",
+            file=stderr,
+        )
+    return 1 if report.parked or dead_letters else 0
+
+
+def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+    from distiller.local.receiver import serve
+
+    return serve(args.port, args.secret, args.fail_first, stdout, stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distiller", description="PrivateAuto trigger distiller")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +149,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     distill_cmd.add_argument("files", nargs="*", metavar="FILE", help="JSON Lines input (default: stdin)")
     distill_cmd.set_defaults(run=run_distill)
+
+    run_cmd = commands.add_parser(
+        "run",
+        help="the whole pipeline locally: embedded AWS endpoint, real handlers, real HTTP to partners",
+        description="Run change events (JSON Lines) through the ingest queue, the Distiller and Dispatcher "
+        "handlers and signed HTTP deliveries, against an embedded AWS endpoint on 127.0.0.1. Ends when every "
+        "delivery is delivered or dead-lettered; prints a summary per partner and event.",
+    )
+    run_cmd.add_argument("--partners", required=True, metavar="PARTNERS.json", help="JSON array of partner records")
+    run_cmd.add_argument("--world", metavar="WORLD.json", help="{collectionName: [documents]} used for lookups")
+    run_cmd.add_argument(
+        "--retry-delays", default="60,300,900", metavar="S,S,S", help="seconds before each retry (default 60,300,900)"
+    )
+    run_cmd.add_argument(
+        "--allow-private-endpoints",
+        action="store_true",
+        help="local development only: allow http:// and private/loopback partner URLs",
+    )
+    run_cmd.add_argument("--log", metavar="FILE", help="write one JSON line per delivery attempt")
+    run_cmd.add_argument("files", nargs="*", metavar="FILE", help="JSON Lines input (default: stdin)")
+    run_cmd.set_defaults(run=run_pipeline)
+
+    receiver_cmd = commands.add_parser(
+        "receiver",
+        help="a partner endpoint on 127.0.0.1 that verifies signatures and prints what it accepts",
+    )
+    receiver_cmd.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 (0: any free port)")
+    receiver_cmd.add_argument("--secret", required=True, help="the partner's webhook secret")
+    receiver_cmd.add_argument(
+        "--fail-first", type=int, default=0, metavar="N", help="answer 503 to the first N tries of each event"
+    )
+    receiver_cmd.set_defaults(run=run_receiver)
     return parser
 
 

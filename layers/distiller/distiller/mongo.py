@@ -1,21 +1,21 @@
-"""Connecting the lookup repository to the real database (the only place that opens a MongoClient)."""
+"""Connecting to the real database (the only place that opens a MongoClient)."""
 
 from __future__ import annotations
 
 from aws_lambda_powertools.utilities import parameters
 from pymongo import MongoClient
+from pymongo.database import Database
 
-from distiller.lookups import MongoLookups
 from distiller.settings import MongoSettings
 
 #: Seconds the connection-string secret is cached by powertools Parameters.
 SECRET_MAX_AGE = 300
 
 
-def connect_lookups(settings: MongoSettings) -> MongoLookups:
-    """A `MongoLookups` over the database named in settings, its URI read from Secrets Manager."""
+def connect_database(settings: MongoSettings) -> Database:
+    """The database named in settings, its URI read from Secrets Manager."""
     uri = parameters.get_secret(settings.uri_secret, max_age=SECRET_MAX_AGE)
     client: MongoClient = MongoClient(
         str(uri), tz_aware=True, appname="trigger-distiller", serverSelectionTimeoutMS=5000
     )
-    return MongoLookups(client[settings.database], ttl_seconds=settings.lookup_ttl_seconds)
+    return client[settings.database]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from distiller import ejson
@@ -174,18 +175,61 @@ def _docdb_batch(obj: dict[str, Any], origin: str, decoded: bool) -> Iterator[Ch
         yield RecordError(origin, "events: a DocumentDB batch must carry a list")
         return
     for i, entry in enumerate(events):
-        where = f"{origin} events[{i}]"
-        if not isinstance(entry, dict) or "event" not in entry:
-            yield RecordError(where, 'event: missing (expected {"event": {change event}})')
-            continue
-        event = entry["event"]
-        yield _guard(
-            where,
-            lambda event=event, where=where: change_event(
-                event if decoded else decode_ejson(event), where, source="docdb"
-            ),
-            "event.",
-        )
+        yield docdb_entry(entry, f"{origin} events[{i}]", decoded=decoded)
+
+
+def docdb_entry(entry: Any, origin: str, *, decoded: bool = True) -> ChangeEvent | RecordError:
+    """One `{"event": {...}}` entry of a DocumentDB batch."""
+    if not isinstance(entry, dict) or "event" not in entry:
+        return RecordError(origin, 'event: missing (expected {"event": {change event}})')
+    event = entry["event"]
+    return _guard(
+        origin,
+        lambda: change_event(event if decoded else decode_ejson(event), origin, source="docdb"),
+        "event.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaRecord:
+    """One independently processable part of a Lambda event, and the change events it holds.
+
+    `raw` is itself an accepted shape, so a parked record can be fed back in as it is.
+    """
+
+    origin: str
+    raw: Any
+    message_id: str | None
+    items: tuple[ChangeEvent | RecordError, ...]
+
+
+def lambda_records(event: Any) -> list[LambdaRecord]:
+    """Split a Lambda event (SQS batch, DocumentDB batch, EventBridge event, raw change) into records.
+
+    Lambda hands us parsed JSON, so Extended JSON wrappers are decoded here, per record.
+    """
+    if isinstance(event, dict) and isinstance(event.get("Records"), list):
+        return [
+            LambdaRecord(
+                f"Records[{i}]",
+                record,
+                record.get("messageId") if isinstance(record, dict) else None,
+                tuple(change_events_from(record, f"Records[{i}]", decoded=False)),
+            )
+            for i, record in enumerate(event["Records"])
+        ]
+    if isinstance(event, dict) and event.get("eventSource") == "aws:docdb" and isinstance(event.get("events"), list):
+        envelope = {k: v for k, v in event.items() if k != "events"}
+        return [
+            LambdaRecord(
+                f"events[{i}]",
+                {**envelope, "events": [entry]},
+                None,
+                (docdb_entry(entry, f"events[{i}]", decoded=False),),
+            )
+            for i, entry in enumerate(event["events"])
+        ]
+    return [LambdaRecord("event", event, None, tuple(change_events_from(event, "event", decoded=False)))]
 
 
 def _sqs_record(record: Any, origin: str) -> Iterator[ChangeEvent | RecordError]:

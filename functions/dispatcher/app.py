@@ -1,0 +1,74 @@
+"""Dispatcher function: signed webhook POSTs for a batch from the delivery or retry queue.
+
+Thin by design: parse each message, call the dispatcher, report partial batch failures for
+the messages whose queue or log step failed (they are retried; POSTed ones are not re-POSTed
+thanks to the delivery log). A message that is not a delivery is dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from distiller.delivery import DeliveryMessage, DeliveryMessageError
+from distiller.observability import logger, metrics, tracer
+from distiller.runtime import DispatcherRuntime
+
+_runtime: DispatcherRuntime | None = None
+
+OUTCOME_METRICS = {
+    "delivered": "Delivered",
+    "skipped": "Skipped",
+    "retry-scheduled": "RetryScheduled",
+    "dead-lettered": "DeadLettered",
+}
+
+
+class RetryLater(RuntimeError):
+    """The delivery's outcome could not be recorded or queued; SQS redelivers it."""
+
+
+def get_runtime() -> DispatcherRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = DispatcherRuntime.from_env()
+    return _runtime
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    runtime = get_runtime()
+    records = event.get("Records") or []
+    messages: list[DeliveryMessage] = []
+    ids: list[str] = []
+    retry: set[str] = set()
+    for record in records:
+        try:
+            messages.append(DeliveryMessage.from_body(record.get("body")))
+            ids.append(record["messageId"])
+        except DeliveryMessageError as exc:
+            logger.error("not a delivery message", extra={"messageId": record.get("messageId"), "reason": str(exc)})
+            if not runtime.dead_letters.park(record.get("body"), f"not a delivery message: {exc}", record["messageId"]):
+                retry.add(record["messageId"])
+
+    outcomes = runtime.dispatcher.dispatch_all(messages)
+    for message_id, outcome in zip(ids, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            logger.error("dispatch will be retried", extra={"messageId": message_id, "reason": str(outcome)})
+            retry.add(message_id)
+        else:
+            metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
+
+    def record_handler(record: SQSRecord) -> None:
+        if record.message_id in retry:
+            raise RetryLater(f"message {record.message_id} will be retried")
+
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=BatchProcessor(EventType.SQS), context=context
+    )

@@ -1,0 +1,122 @@
+"""The delivery log: one Mongo document per attempt, shaped like the spec's webhook-deliveries response.
+
+Indexed for the /data filters (partner + status / event / date range, eventId) and expired by
+a TTL index on `attemptedAt`. It also answers the dispatcher's one question before a POST:
+was this eventId already delivered to this partner?
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+
+from distiller.ejson import iso_utc
+from distiller.lookups import LookupFailure
+
+DELIVERIES_COLLECTION = "webhook_deliveries"
+EXCERPT_LIMIT = 1024
+"""Characters of the partner's response body kept per attempt."""
+
+DeliveryStatus = Literal["delivered", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    partner_id: str
+    event: str
+    event_id: str
+    attempt: int
+    status: DeliveryStatus
+    url: str | None
+    attempted_at: dt.datetime
+    payload: dict[str, Any]
+    status_code: int | None = None
+    response_body_excerpt: str | None = None
+    error: str | None = None
+    dead_lettered: bool = False
+    """This failed attempt was the last one: the delivery went to the dead-letter queue."""
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "partnerId": self.partner_id,
+            "event": self.event,
+            "eventId": self.event_id,
+            "attempt": self.attempt,
+            "status": self.status,
+            "url": self.url,
+            "statusCode": self.status_code,
+            "attemptedAt": self.attempted_at,
+            "responseBodyExcerpt": (self.response_body_excerpt or "")[:EXCERPT_LIMIT] or None,
+            "error": self.error,
+            "deadLettered": self.dead_lettered,
+            "payload": self.payload,
+        }
+
+
+def log_line(document: dict[str, Any]) -> dict[str, Any]:
+    """A stored attempt as plain JSON (`--log` lines, the /data response): `id`, ISO dates."""
+    out = {("id" if k == "_id" else k): v for k, v in document.items()}
+    if isinstance(out.get("id"), ObjectId):
+        out["id"] = str(out["id"])
+    if isinstance(out.get("attemptedAt"), dt.datetime):
+        out["attemptedAt"] = iso_utc(out["attemptedAt"])
+    return out
+
+
+class DeliveryLog(Protocol):
+    def record(self, attempt: DeliveryAttempt) -> None: ...
+
+    def already_processed(self, partner_id: str, event_id: str, attempt: int) -> str | None:
+        """Why this attempt must not be made (already delivered, or this attempt already done), or None."""
+        ...
+
+
+class MongoDeliveryLog:
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    def ensure_indexes(self, retention_days: int) -> None:
+        """Create the /data filter indexes and the TTL index (idempotent)."""
+        c = self._collection
+        c.create_index([("partnerId", ASCENDING), ("attemptedAt", DESCENDING)], name="partner_date")
+        c.create_index(
+            [("partnerId", ASCENDING), ("status", ASCENDING), ("attemptedAt", DESCENDING)], name="partner_status_date"
+        )
+        c.create_index(
+            [("partnerId", ASCENDING), ("event", ASCENDING), ("attemptedAt", DESCENDING)], name="partner_event_date"
+        )
+        c.create_index(
+            [("partnerId", ASCENDING), ("eventId", ASCENDING), ("status", ASCENDING)], name="partner_event_id"
+        )
+        c.create_index("attemptedAt", name="ttl_attempted_at", expireAfterSeconds=retention_days * 86400)
+
+    def record(self, attempt: DeliveryAttempt) -> None:
+        try:
+            self._collection.insert_one(attempt.to_document())
+        except PyMongoError as exc:
+            raise LookupFailure(f"{DELIVERIES_COLLECTION}: {exc}") from exc
+
+    def already_processed(self, partner_id: str, event_id: str, attempt: int) -> str | None:
+        query = {
+            "partnerId": partner_id,
+            "eventId": event_id,
+            "$or": [{"status": "delivered"}, {"attempt": attempt, "status": "failed"}],
+        }
+        try:
+            found = self._collection.find_one(query, {"status": 1, "attempt": 1})
+        except PyMongoError as exc:
+            raise LookupFailure(f"{DELIVERIES_COLLECTION}: {exc}") from exc
+        if found is None:
+            return None
+        if found["status"] == "delivered":
+            return f"already delivered (attempt {found.get('attempt')})"
+        return f"attempt {attempt} was already made (redelivered message)"
+
+
+__all__ = ["DeliveryAttempt", "DeliveryLog", "MongoDeliveryLog", "log_line"]

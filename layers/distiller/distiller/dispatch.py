@@ -1,0 +1,254 @@
+"""The Dispatcher function's logic: deliver one queued webhook, then retry, dead-letter or finish.
+
+For each delivery message:
+1. skip it if the partner is inactive, if this eventId was already delivered to the partner,
+   or if this very attempt was already processed (a redelivered SQS message);
+2. read the partner's endpoint and secret now (a rotation applies to retries), sign, POST;
+3. on failure, requeue with the next delay of the schedule, or dead-letter after the last one;
+   a refused endpoint (SSRF, scheme) is dead-lettered at once, never retried;
+4. log the attempt. Queue actions come before the log entry, so a crash in between repeats
+   the attempt rather than losing it; the log check in step 1 absorbs the repeat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from distiller.delivery import DeliveryMessage
+from distiller.delivery_log import DeliveryAttempt, DeliveryLog
+from distiller.ejson import iso_utc
+from distiller.ingest import utc_now
+from distiller.partner_secrets import SecretUnavailable
+from distiller.partners import Partner
+from distiller.queues import MAX_DELAY_SECONDS, MessageQueue, OutgoingMessage
+from distiller.signing import signature
+from distiller.webhook_sender import USER_AGENT, SendResult
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["delivered", "skipped", "retry-scheduled", "dead-lettered"]
+
+
+class DispatchFailure(RuntimeError):
+    """Infrastructure failed (queue, log): the SQS message must be retried, not acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    """Delays before retry 1, 2, 3, ...; after the last one the delivery is dead-lettered."""
+
+    delays: tuple[int, ...] = (60, 300, 900)
+
+    @classmethod
+    def parse(cls, text: str) -> RetrySchedule:
+        try:
+            delays = tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError as exc:
+            raise ValueError(f"retry delays {text!r}: expected comma-separated whole seconds") from exc
+        if any(d < 0 or d > MAX_DELAY_SECONDS for d in delays):
+            raise ValueError(f"retry delays {text!r}: each must be 0..{MAX_DELAY_SECONDS} seconds (the SQS limit)")
+        return cls(delays)
+
+    def delay_after(self, attempts_made: int) -> int | None:
+        """Delay before the next attempt, or None when `attempts_made` exhausts the schedule."""
+        if attempts_made < 1:
+            raise ValueError(f"attempts_made must be >= 1, got {attempts_made}")
+        return self.delays[attempts_made - 1] if attempts_made <= len(self.delays) else None
+
+
+class Secrets(Protocol):
+    def webhook_secret(self, partner_id: str) -> str: ...
+
+
+class Sender(Protocol):
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> SendResult: ...
+
+
+def _interleaved_by_partner(messages: Sequence[DeliveryMessage]) -> list[int]:
+    """Indices in round-robin order over partners, so a burst for one partner (bounded per host)
+    does not queue every worker behind it while other partners' deliveries wait."""
+    by_partner: dict[str, list[int]] = {}
+    for index, message in enumerate(messages):
+        by_partner.setdefault(message.partner_id, []).append(index)
+    order: list[int] = []
+    queues = list(by_partner.values())
+    for position in range(max(len(q) for q in queues)):
+        order.extend(q[position] for q in queues if position < len(q))
+    return order
+
+
+def webhook_headers(message: DeliveryMessage, secret: str, body: bytes) -> dict[str, str]:
+    """Exactly the spec's headers; the signature covers `{X-PA-Timestamp}.{body}`."""
+    return {
+        "Content-Type": "application/json",
+        "X-PA-Event": message.event,
+        "X-PA-Timestamp": message.emitted_at,
+        "X-PA-Signature": signature(secret, message.emitted_at, body),
+        "X-PA-Partner": message.partner_id,
+        "X-PA-Event-Id": message.event_id,
+        "User-Agent": USER_AGENT,
+    }
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        partners: Callable[[], list[Partner]],
+        secrets: Secrets,
+        sender: Sender,
+        log: DeliveryLog,
+        retry_queue: MessageQueue,
+        dead_letter_queue: MessageQueue,
+        schedule: RetrySchedule = RetrySchedule(),
+        clock: Callable[[], dt.datetime] = utc_now,
+        max_workers: int = 16,
+    ) -> None:
+        self._partners = partners
+        self._secrets = secrets
+        self._sender = sender
+        self._log = log
+        self._retry_queue = retry_queue
+        self._dead_letters = dead_letter_queue
+        self.schedule = schedule
+        self._clock = clock
+        self.max_workers = max_workers
+
+    def dispatch_all(self, messages: Sequence[DeliveryMessage]) -> list[Outcome | Exception]:
+        """Dispatch concurrently; one slow or failing delivery does not hold up the others."""
+        if not messages:
+            return []
+        partners = {p.partner_id: p for p in self._partners()}
+        # The same message twice in one batch (an SQS duplicate) would race past the log check.
+        first: dict[tuple[str, str, int], int] = {}
+        for index, message in enumerate(messages):
+            first.setdefault((message.partner_id, message.event_id, message.attempt), index)
+
+        def one(index: int) -> Outcome | Exception:
+            message = messages[index]
+            try:
+                if first[(message.partner_id, message.event_id, message.attempt)] != index:
+                    partner = partners.get(message.partner_id)
+                    url = partner.webhook_url if partner else None
+                    return self._skip(message, message.attempt + 1, url, "duplicate message in the same batch")
+                return self.dispatch(message, partners)
+            except DispatchFailure as exc:
+                return exc
+
+        workers = max(1, min(self.max_workers, len(messages)))
+        results: list[Outcome | Exception | None] = [None] * len(messages)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
+            futures = {pool.submit(one, index): index for index in _interleaved_by_partner(messages)}
+            for future, index in futures.items():
+                results[index] = future.result()
+        return [r for r in results if r is not None]
+
+    def dispatch(self, message: DeliveryMessage, partners: dict[str, Partner]) -> Outcome:
+        attempt = message.attempt + 1
+        partner = partners.get(message.partner_id)
+        if partner is None:
+            return self._finish_failed(message, attempt, None, SendResult(False, error="partner not found"), final=True)
+        if not partner.active:
+            return self._skip(message, attempt, partner.webhook_url, "partner is inactive")
+        already = self._already_processed(message, attempt)
+        if already:
+            return self._skip(message, attempt, partner.webhook_url, already)
+        if not partner.webhook_url:
+            result = SendResult(False, error="partner has no webhook URL", refused=True)
+            return self._finish_failed(message, attempt, None, result, final=True)
+
+        body = message.raw_body()
+        try:
+            secret = self._secrets.webhook_secret(partner.partner_id)
+        except SecretUnavailable as exc:
+            result = SendResult(False, error=str(exc))
+        else:
+            result = self._sender.post(partner.webhook_url, webhook_headers(message, secret, body), body)
+
+        if result.delivered:
+            self._record(message, attempt, partner.webhook_url, "delivered", result)
+            return "delivered"
+        return self._finish_failed(message, attempt, partner.webhook_url, result, final=result.refused)
+
+    def _already_processed(self, message: DeliveryMessage, attempt: int) -> str | None:
+        try:
+            return self._log.already_processed(message.partner_id, message.event_id, attempt)
+        except Exception as exc:
+            raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
+
+    def _finish_failed(
+        self, message: DeliveryMessage, attempt: int, url: str | None, result: SendResult, *, final: bool
+    ) -> Outcome:
+        attempted_at = self._clock()
+        after = message.after_attempt(iso_utc(attempted_at), result.error)
+        delay = None if final else self.schedule.delay_after(attempt)
+        if delay is None:
+            self._send(self._dead_letters, OutgoingMessage(after.to_body()), "dead-letter queue")
+            self._record(message, attempt, url, "failed", result, dead_lettered=True, at=attempted_at)
+            logger.warning(
+                "dead-lettered %s for %s after attempt %d: %s",
+                message.event_id,
+                message.partner_id,
+                attempt,
+                result.error,
+            )
+            return "dead-lettered"
+        self._send(self._retry_queue, OutgoingMessage(after.to_body(), delay), "retry queue")
+        self._record(message, attempt, url, "failed", result, at=attempted_at)
+        return "retry-scheduled"
+
+    def _skip(self, message: DeliveryMessage, attempt: int, url: str | None, reason: str) -> Outcome:
+        self._record(message, attempt, url, "skipped", SendResult(False, error=reason))
+        return "skipped"
+
+    def _send(self, queue: MessageQueue, outgoing: OutgoingMessage, name: str) -> None:
+        if queue.send([outgoing]):
+            raise DispatchFailure(f"could not put the delivery on the {name}")
+
+    def _record(
+        self,
+        message: DeliveryMessage,
+        attempt: int,
+        url: str | None,
+        status: Literal["delivered", "failed", "skipped"],
+        result: SendResult,
+        *,
+        dead_lettered: bool = False,
+        at: dt.datetime | None = None,
+    ) -> None:
+        entry = DeliveryAttempt(
+            partner_id=message.partner_id,
+            event=message.event,
+            event_id=message.event_id,
+            attempt=attempt,
+            status=status,
+            url=url,
+            attempted_at=at or self._clock(),
+            payload=message.payload,
+            status_code=result.status_code,
+            response_body_excerpt=result.body_excerpt,
+            error=result.error,
+            dead_lettered=dead_lettered,
+        )
+        try:
+            self._log.record(entry)
+        except Exception as exc:
+            raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
+        logger.info(
+            "delivery attempt",
+            extra={
+                "partnerId": message.partner_id,
+                "event": message.event,
+                "eventId": message.event_id,
+                "attempt": attempt,
+                "status": status,
+                "statusCode": result.status_code,
+                "error": result.error,
+                "deadLettered": dead_lettered,
+            },
+        )

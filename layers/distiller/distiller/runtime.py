@@ -1,0 +1,80 @@
+"""The adapters each function runs with, built once per container from settings.
+
+Handlers take a runtime from here; tests and the local pipeline hand in their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import boto3
+from pymongo.database import Database
+
+from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
+from distiller.dispatch import Dispatcher, RetrySchedule
+from distiller.lookups import Lookups, MongoLookups
+from distiller.mongo import connect_database
+from distiller.partner_secrets import PartnerSecrets
+from distiller.queues import SqsQueue
+from distiller.settings import DispatcherSettings, DistillerSettings, MongoSettings, SettingsError
+from distiller.webhook_sender import WebhookSender
+
+
+@dataclass(slots=True)
+class DistillerRuntime:
+    lookups: Lookups
+    delivery_queue: SqsQueue
+    ingest_dead_letters: SqsQueue
+
+    @classmethod
+    def build(cls, database: Database, settings: DistillerSettings, lookup_ttl: float = 60.0) -> DistillerRuntime:
+        sqs = boto3.client("sqs")
+        return cls(
+            lookups=MongoLookups(database, ttl_seconds=lookup_ttl),
+            delivery_queue=SqsQueue(sqs, settings.delivery_queue_url),
+            ingest_dead_letters=SqsQueue(sqs, settings.ingest_dead_letter_queue_url),
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DistillerRuntime:
+        mongo = MongoSettings.from_env(env)
+        return cls.build(connect_database(mongo), DistillerSettings.from_env(env), mongo.lookup_ttl_seconds)
+
+
+@dataclass(slots=True)
+class DispatcherRuntime:
+    dispatcher: Dispatcher
+    dead_letters: SqsQueue
+
+    @classmethod
+    def build(cls, database: Database, settings: DispatcherSettings, lookup_ttl: float = 60.0) -> DispatcherRuntime:
+        try:
+            schedule = RetrySchedule.parse(settings.retry_delays)
+        except ValueError as exc:
+            raise SettingsError(f"RETRY_DELAYS: {exc}") from exc
+        sqs = boto3.client("sqs")
+        log = MongoDeliveryLog(database[DELIVERIES_COLLECTION])
+        log.ensure_indexes(settings.delivery_log_retention_days)
+        lookups = MongoLookups(database, ttl_seconds=lookup_ttl)
+        dead_letters = SqsQueue(sqs, settings.dead_letter_queue_url)
+        dispatcher = Dispatcher(
+            partners=lookups.partners,
+            secrets=PartnerSecrets(settings.partner_secrets_prefix, settings.secret_cache_seconds),
+            sender=WebhookSender(
+                timeout_seconds=settings.timeout_seconds,
+                allow_private=settings.allow_private_endpoints,
+                per_host_connections=settings.per_host_connections,
+            ),
+            log=log,
+            retry_queue=SqsQueue(sqs, settings.retry_queue_url),
+            dead_letter_queue=dead_letters,
+            schedule=schedule,
+            max_workers=settings.concurrency,
+        )
+        return cls(dispatcher=dispatcher, dead_letters=dead_letters)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherRuntime:
+        mongo = MongoSettings.from_env(env)
+        return cls.build(connect_database(mongo), DispatcherSettings.from_env(env), mongo.lookup_ttl_seconds)
