@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from distiller.batch_response import partial_batch_response
 from distiller.delivery import DeliveryMessage, DeliveryMessageError
 from distiller.observability import logger, metrics, tracer
 from distiller.runtime import DispatcherRuntime
@@ -26,10 +25,6 @@ OUTCOME_METRICS = {
     "retry-scheduled": "RetryScheduled",
     "dead-lettered": "DeadLettered",
 }
-
-
-class RetryLater(RuntimeError):
-    """The delivery's outcome could not be recorded or queued; SQS redelivers it."""
 
 
 def get_runtime() -> DispatcherRuntime:
@@ -65,10 +60,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         else:
             metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
 
-    def record_handler(record: SQSRecord) -> None:
-        if record.message_id in retry:
-            raise RetryLater(f"message {record.message_id} will be retried")
-
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=BatchProcessor(EventType.SQS), context=context
-    )
+    return partial_batch_response(event, retry, context)

@@ -10,20 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from distiller.batch_response import RetryLater, partial_batch_response
 from distiller.ingest import ingest
 from distiller.observability import logger, metrics, tracer
 from distiller.runtime import DistillerRuntime
 from distiller.sources import lambda_records
 
 _runtime: DistillerRuntime | None = None
-
-
-class RetryLater(RuntimeError):
-    """Some records' deliveries could not be queued; the source retries them."""
 
 
 def get_runtime() -> DistillerRuntime:
@@ -48,15 +43,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="RetriedRecords", unit=MetricUnit.Count, value=len(result.retry))
 
     if isinstance(event.get("Records"), list):
-        retry = {records[i].message_id for i in result.retry}
-
-        def record_handler(record: SQSRecord) -> None:
-            if record.message_id in retry:
-                raise RetryLater(f"deliveries of message {record.message_id} could not be queued")
-
-        return process_partial_response(
-            event=event, record_handler=record_handler, processor=BatchProcessor(EventType.SQS), context=context
-        )
+        return partial_batch_response(event, {str(records[i].message_id) for i in result.retry}, context)
     if result.retry:
         raise RetryLater(f"{len(result.retry)} record(s) could not be queued; the batch will be retried")
     return {
