@@ -2,8 +2,11 @@
 PYTHON ?= $(shell PYENV_VERSION=3.12.1 pyenv which python 2>/dev/null || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+# sam build (BuildMethod: python3.12) needs python3.12 on PATH; telemetry stays off.
+SAM := PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 
-.PHONY: install test lint bench demo distill clean catalog
+.PHONY: install test lint validate bench demo distill clean catalog
 
 install: $(BIN)/distiller
 
@@ -16,7 +19,18 @@ $(BIN)/distiller: requirements-dev.txt layers/distiller/requirements.txt pyproje
 
 test: install
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory validate
 	$(BIN)/python -m pytest -q
+
+$(SAM_VENV)/bin/sam: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	@touch $@
+
+# The stack: cfn-lint clean and buildable (arm64 layer with pinned dependencies).
+validate: $(SAM_VENV)/bin/sam
+	$(SAM) validate --lint
+	$(SAM) build --build-dir .aws-sam/build
 
 lint: install
 	$(BIN)/ruff check .
@@ -38,4 +52,4 @@ catalog: install
 	$(BIN)/python -m distiller.catalog > docs/event-catalog.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam .demo-attempts.jsonl
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam .demo-attempts.jsonl

@@ -12,7 +12,7 @@ Measured on the same deliveries, in the same process, against the same receivers
   `MongoDeliveryLog` over mongomock (a fresh collection per run, with the production indexes),
   in-memory retry/dead-letter queues and in-memory secrets; once with the defaults (16 workers,
   4 connections per host), once with 32 workers / 8 per host, and once with the defaults fed
-  in SQS batches of 10 (the template's BatchSize: one warm Lambda instance, batch after batch).
+  in SQS batches of 20 (the template's BatchSize: one warm Lambda instance, batch after batch).
 
 Each configuration is warmed up first (the dispatcher's connection pools stay open across
 runs, as they do across warm invocations), then the runs alternate, best of `--repeat`.
@@ -49,7 +49,7 @@ TARGET_RATIO = 10.0
 DEFAULT_DELIVERIES = 200
 DEFAULT_LATENCY_MS = 50.0
 DEFAULT_RECEIVERS = 5
-SQS_BATCH_SIZE = 10
+SQS_BATCH_SIZE = 20  # template.yaml: the Dispatcher's BatchSize
 """The Dispatcher function's SQS event-source BatchSize in template.yaml."""
 EMITTED_AT = "2026-04-21T13:00:00.000Z"
 RESPONSE_BODY = b'{"received":true}'

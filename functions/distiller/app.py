@@ -35,7 +35,9 @@ def get_runtime() -> DistillerRuntime:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime = get_runtime()
     records = lambda_records(event)
-    result = ingest(records, runtime.lookups, runtime.delivery_queue, runtime.ingest_dead_letters)
+    result = ingest(
+        records, runtime.lookups, runtime.delivery_queue, runtime.ingest_dead_letters, file_links=runtime.file_links
+    )
 
     metrics.add_metric(name="ChangeEvents", unit=MetricUnit.Count, value=result.change_events)
     metrics.add_metric(name="Deliveries", unit=MetricUnit.Count, value=result.deliveries)

@@ -17,7 +17,11 @@ from distiller.world import in_memory_database, load_partners, load_world
 from tests.conftest import load_function
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
-SAMPLES = sorted(p for p in EVENTS.glob("*.json") if p.name not in {"partners.json", "world.json"})
+SAMPLES = sorted(
+    p
+    for p in EVENTS.glob("*.json")
+    if p.name not in {"partners.json", "world.json"} and not p.name.startswith(("dispatcher_", "relay_"))
+)
 
 
 def drain(sqs, url):
@@ -192,3 +196,37 @@ def test_missing_setting_fails_loudly_at_first_use(monkeypatch, lambda_context):
 
     with pytest.raises(Exception, match="MONGODB_URI_SECRET"):
         module.handler(json.loads((EVENTS / "change_stream_insert.json").read_text()), lambda_context)
+
+
+ORPHAN_SIGNATURE = {
+    "_id": {"_data": "82D0C0"},
+    "operationType": "update",
+    "ns": {"db": "privateauto", "coll": "documents"},
+    "documentKey": {"_id": {"$oid": "66240a11c3d9e400000000ff"}},
+    "updateDescription": {"updatedFields": {"manualSignatures.0.signedAt": {"$date": "2026-04-22T15:00:00Z"}}},
+    "fullDocument": {
+        "_id": {"$oid": "66240a11c3d9e400000000ff"},
+        "dealId": {"$oid": "66240a11c3d9e400000000fe"},
+        "docClassification": "poa",
+        "manualSignatures": [{"signerRole": "buyer", "signedAt": {"$date": "2026-04-22T15:00:00Z"}}],
+    },
+}
+
+
+def test_sqs_document_whose_deal_is_missing_is_retried_not_parked(app, aws, lambda_context):
+    sqs, _, dlq = aws
+    event = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())
+    event["Records"].append({**event["Records"][0], "messageId": "m-orphan", "body": json.dumps(ORPHAN_SIGNATURE)})
+
+    response = app.handler(event, lambda_context)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m-orphan"}]}
+    assert drain(sqs, dlq) == []
+
+
+def test_docdb_document_whose_deal_is_missing_fails_the_invocation_for_a_retry(app, aws, lambda_context):
+    event = {"eventSource": "aws:docdb", "events": [{"event": ORPHAN_SIGNATURE}]}
+
+    with pytest.raises(app.RetryLater):
+        app.handler(event, lambda_context)
+    assert drain(aws[0], aws[2]) == []

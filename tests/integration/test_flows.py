@@ -26,20 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PARTNERS = {p["partnerId"]: p for p in json.loads((ROOT / "events" / "partners.json").read_text(encoding="utf-8"))}
 INACTIVE = "oldroad-motors"
 
-#: Events whose source collection has no reducer yet: the docs round (documents,
-#: platoforms_generated_documents) and the loan payoff (creditreports), issue 3 in
-#: docs/assumptions.md. Their changes are in the flows; the strict xfail below checks them.
-AWAITING_REDUCER = frozenset(
-    {
-        "document.signature_added",
-        "document.completed",
-        "deal.bill_of_sale_approved",
-        "deal.poa_approved",
-        "deal.loan_payoff_docs",
-        "deal.loan_payoff_confirmed",
-    }
-)
-
 #: flow → partner → events delivered, in order. Partners absent from a flow get nothing.
 SPEC: dict[str, dict[str, list[str]]] = {
     # C2D via POST /sell: bayside-auto (buyer side) creates the deal for John Doe's Civic.
@@ -224,12 +210,8 @@ def by_partner(rows: list[dict], keep) -> dict[str, list[str]]:
     return delivered
 
 
-def reduced_today(event: str) -> bool:
-    return event not in AWAITING_REDUCER
-
-
-def awaiting_reducer(event: str) -> bool:
-    return event in AWAITING_REDUCER
+def everything(event: str) -> bool:
+    return True
 
 
 def expected(flow: str, keep) -> dict[str, list[str]]:
@@ -245,19 +227,7 @@ def test_flow_delivers_the_spec_sequence_to_each_partner(capsys, monkeypatch, ca
 
     assert (code, err) == (0, "")
     assert [r.getMessage() for r in caplog.records] == []
-    assert by_partner(rows, reduced_today) == expected(flow, reduced_today)
-
-
-@pytest.mark.xfail(
-    strict=True, reason="no reducer yet for documents, platoforms_generated_documents, creditreports (issue 3)"
-)
-@pytest.mark.parametrize("flow", FLOWS)
-def test_flow_delivers_the_events_awaiting_a_reducer(capsys, monkeypatch, flow):
-    # When this passes: drop the marker, and the reduced_today filter from the test above.
-    code, rows, _ = distill(capsys, monkeypatch, flow)
-
-    assert code == 0
-    assert by_partner(rows, awaiting_reducer) == expected(flow, awaiting_reducer)
+    assert by_partner(rows, everything) == expected(flow, everything)
 
 
 @pytest.mark.parametrize("flow", FLOWS)

@@ -14,7 +14,11 @@ from distiller.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 NOT_SAMPLES = {"partners.json", "world.json"}
-SAMPLES = sorted(p.name for p in EVENTS.glob("*.json") if p.name not in NOT_SAMPLES)
+#: Samples of the other functions' events (the Dispatcher's delivery batch, the Relay's schedule).
+OTHER_FUNCTIONS = ("dispatcher_", "relay_")
+SAMPLES = sorted(
+    p.name for p in EVENTS.glob("*.json") if p.name not in NOT_SAMPLES and not p.name.startswith(OTHER_FUNCTIONS)
+)
 FLOWS = sorted(p.stem for p in (EVENTS / "flows").glob("*.jsonl"))
 
 #: sample → partner → events, from the spec's trigger tables and webhookScope summary.

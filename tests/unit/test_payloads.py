@@ -172,12 +172,16 @@ def test_payload(event, document, expected):
     assert json.loads(json.dumps(payload)) == expected
 
 
-def test_only_negative_equity_identified_carries_the_flag():
+def test_only_the_negative_equity_pair_carries_the_flag():
     carrying = sorted(
-        e for reducer in REDUCERS.values() for r in reducer.rows if "negativeEquity" in payload_of(e := r.event)(DEAL)
+        e
+        for reducer in REDUCERS.values()
+        if reducer.collection == "deals"
+        for r in reducer.rows
+        if "negativeEquity" in payload_of(e := r.event)(DEAL)
     )
 
-    assert carrying == ["deal.negative_equity_identified"]
+    assert carrying == ["deal.negative_equity_identified", "deal.negative_equity_reported"]
 
 
 PLAIN = [

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TextIO
 
+from distiller.file_links import FileLinks
 from distiller.lookups import LookupFailure, MongoLookups
 from distiller.model import ChangeEvent, RecordError
 from distiller.pipeline import ChangeOutcome, distill
@@ -43,6 +45,23 @@ def _chunks(lines: Iterable[tuple[str, str]], size: int) -> Iterator[list[Change
         yield chunk
 
 
+def dry_run_file_links(bucket: str | None, prefix: str) -> FileLinks | None:
+    """Signed links for a dry run: real presigning (no request is made), with this machine's AWS
+    credentials when it has some and placeholder ones otherwise. No bucket: files named only."""
+    if not bucket:
+        return None
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.Session()
+    if session.get_credentials() is None:
+        session = boto3.Session(aws_access_key_id="dry-run", aws_secret_access_key="dry-run")  # noqa: S106
+    client = session.client(
+        "s3", region_name=session.region_name or "us-east-2", config=Config(signature_version="s3v4")
+    )
+    return FileLinks(client, bucket, prefix)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -55,16 +74,20 @@ def run_distill(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
         print(f"distiller: {_one_line(str(exc))}", file=stderr)
         return 2
     lookups = MongoLookups(in_memory_database(partners, world), ttl_seconds=float("inf"))
+    file_links = dry_run_file_links(args.documents_bucket, args.documents_prefix)
     bad = 0
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     try:
         for chunk in _chunks(_numbered_lines(args.files, stdin), CHUNK_LINES):
-            for result in distill(chunk, lookups, explain=args.explain):
+            for result in distill(chunk, lookups, explain=args.explain, file_links=file_links):
                 if isinstance(result, RecordError):
                     bad += 1
                     print(f"error: {_one_line(str(result))}", file=stderr)
                 elif args.explain:
                     stdout.write(dumps(result.explain()) + "\n")
+                    if result.error is not None:
+                        bad += 1
+                        print(f"error: {_one_line(str(result.error))}", file=stderr)
                 else:
                     assert isinstance(result, ChangeOutcome)
                     for delivery in result.deliveries:
@@ -147,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print, per change event, the events produced and why each partner was or was not routed",
     )
+    distill_cmd.add_argument(
+        "--documents-bucket",
+        default=os.environ.get("DOCUMENTS_BUCKET"),
+        metavar="BUCKET",
+        help="sign documents[] links for this S3 bucket (default: $DOCUMENTS_BUCKET; none: files named only)",
+    )
+    distill_cmd.add_argument(
+        "--documents-prefix",
+        default=os.environ.get("DOCUMENTS_KEY_PREFIX", ""),
+        metavar="PREFIX",
+        help="key prefix of stored documents (default: $DOCUMENTS_KEY_PREFIX)",
+    )
     distill_cmd.add_argument("files", nargs="*", metavar="FILE", help="JSON Lines input (default: stdin)")
     distill_cmd.set_defaults(run=run_distill)
 
@@ -181,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-first", type=int, default=0, metavar="N", help="answer 503 to the first N tries of each event"
     )
     receiver_cmd.set_defaults(run=run_receiver)
+
+    from distiller import ops, relay
+
+    relay.register(commands)
+    ops.register(commands)
     return parser
 
 

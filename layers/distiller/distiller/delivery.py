@@ -30,6 +30,8 @@ class DeliveryMessage:
     attempt: int = 0
     first_attempt_at: str | None = None
     last_error: str | None = None
+    redrive: int = 0
+    """How many times an operator redrove it from the dead-letter queue (a new round of attempts)."""
 
     @classmethod
     def from_delivery(cls, delivery: Delivery, emitted_at: str) -> DeliveryMessage:
@@ -52,20 +54,20 @@ class DeliveryMessage:
         )
 
     def to_body(self) -> str:
-        return json.dumps(
-            {
-                "partnerId": self.partner_id,
-                "event": self.event,
-                "eventId": self.event_id,
-                "eventKey": self.event_key,
-                "payload": self.payload,
-                "emittedAt": self.emitted_at,
-                "attempt": self.attempt,
-                "firstAttemptAt": self.first_attempt_at,
-                "lastError": self.last_error,
-            },
-            separators=(",", ":"),
-        )
+        body = {
+            "partnerId": self.partner_id,
+            "event": self.event,
+            "eventId": self.event_id,
+            "eventKey": self.event_key,
+            "payload": self.payload,
+            "emittedAt": self.emitted_at,
+            "attempt": self.attempt,
+            "firstAttemptAt": self.first_attempt_at,
+            "lastError": self.last_error,
+        }
+        if self.redrive:
+            body["redrive"] = self.redrive
+        return json.dumps(body, separators=(",", ":"))
 
     @classmethod
     def from_body(cls, body: str) -> DeliveryMessage:
@@ -83,6 +85,9 @@ class DeliveryMessage:
         attempt = data.get("attempt", 0)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
             raise DeliveryMessageError("attempt: expected a non-negative integer")
+        redrive = data.get("redrive", 0)
+        if not isinstance(redrive, int) or isinstance(redrive, bool) or redrive < 0:
+            raise DeliveryMessageError("redrive: expected a non-negative integer")
         return cls(
             partner_id=data["partnerId"],
             event=data["event"],
@@ -93,6 +98,7 @@ class DeliveryMessage:
             attempt=attempt,
             first_attempt_at=data.get("firstAttemptAt"),
             last_error=data.get("lastError"),
+            redrive=redrive,
         )
 
     def raw_body(self) -> bytes:

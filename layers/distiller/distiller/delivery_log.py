@@ -41,9 +41,10 @@ class DeliveryAttempt:
     error: str | None = None
     dead_lettered: bool = False
     """This failed attempt was the last one: the delivery went to the dead-letter queue."""
+    redrive: int = 0
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        document = {
             "partnerId": self.partner_id,
             "event": self.event,
             "eventId": self.event_id,
@@ -57,6 +58,9 @@ class DeliveryAttempt:
             "deadLettered": self.dead_lettered,
             "payload": self.payload,
         }
+        if self.redrive:  # a round of attempts after an operator's redrive (absent means 0)
+            document["redrive"] = self.redrive
+        return document
 
 
 def log_line(document: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def log_line(document: dict[str, Any]) -> dict[str, Any]:
 class DeliveryLog(Protocol):
     def record(self, attempt: DeliveryAttempt) -> None: ...
 
-    def already_processed(self, partner_id: str, event_id: str, attempt: int) -> str | None:
+    def already_processed(self, partner_id: str, event_id: str, attempt: int, redrive: int = 0) -> str | None:
         """Why this attempt must not be made (already delivered, or this attempt already done), or None."""
         ...
 
@@ -102,11 +106,13 @@ class MongoDeliveryLog:
         except PyMongoError as exc:
             raise LookupFailure(f"{DELIVERIES_COLLECTION}: {exc}") from exc
 
-    def already_processed(self, partner_id: str, event_id: str, attempt: int) -> str | None:
+    def already_processed(self, partner_id: str, event_id: str, attempt: int, redrive: int = 0) -> str | None:
+        # Entries written before redrive counting existed count as round 0.
+        same_round: dict[str, Any] = {"redrive": {"$in": [redrive, None]}} if redrive == 0 else {"redrive": redrive}
         query = {
             "partnerId": partner_id,
             "eventId": event_id,
-            "$or": [{"status": "delivered"}, {"attempt": attempt, "status": "failed"}],
+            "$or": [{"status": "delivered"}, {"attempt": attempt, "status": "failed", **same_round}],
         }
         try:
             found = self._collection.find_one(query, {"status": 1, "attempt": 1})

@@ -125,14 +125,14 @@ class Dispatcher:
             return []
         partners = {p.partner_id: p for p in self._partners()}
         # The same message twice in one batch (an SQS duplicate) would race past the log check.
-        first: dict[tuple[str, str, int], int] = {}
+        first: dict[tuple[str, str, int, int], int] = {}
         for index, message in enumerate(messages):
-            first.setdefault((message.partner_id, message.event_id, message.attempt), index)
+            first.setdefault((message.partner_id, message.event_id, message.attempt, message.redrive), index)
 
         def one(index: int) -> Outcome | Exception:
             message = messages[index]
             try:
-                if first[(message.partner_id, message.event_id, message.attempt)] != index:
+                if first[(message.partner_id, message.event_id, message.attempt, message.redrive)] != index:
                     partner = partners.get(message.partner_id)
                     url = partner.webhook_url if partner else None
                     return self._skip(message, message.attempt + 1, url, "duplicate message in the same batch")
@@ -177,7 +177,7 @@ class Dispatcher:
 
     def _already_processed(self, message: DeliveryMessage, attempt: int) -> str | None:
         try:
-            return self._log.already_processed(message.partner_id, message.event_id, attempt)
+            return self._log.already_processed(message.partner_id, message.event_id, attempt, message.redrive)
         except Exception as exc:
             raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
 
@@ -234,6 +234,7 @@ class Dispatcher:
             response_body_excerpt=result.body_excerpt,
             error=result.error,
             dead_lettered=dead_lettered,
+            redrive=message.redrive,
         )
         try:
             self._log.record(entry)

@@ -84,8 +84,10 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def plain(value: Any) -> Any:
     """Convert BSON values to what a partner's JSON parser expects."""
-    if value is None or isinstance(value, (str, bool)):
+    if value is None or type(value) in (str, bool):
         return value
+    if isinstance(value, str):  # bson.Code, Regex patterns...: str subclasses partners need as text
+        return str(value)
     if isinstance(value, int):
         # BSON integers are at most 64-bit; a larger JSON number is not a value Mongo holds.
         return int(value) if _INT64_MIN <= value <= _INT64_MAX else None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from distiller.delivery import DeliveryMessage
 from distiller.ejson import iso_utc
+from distiller.file_links import FileLinks
 from distiller.lookups import Lookups
 from distiller.model import RecordError
 from distiller.pipeline import ChangeOutcome, distill
@@ -46,6 +47,7 @@ def ingest(
     delivery_queue: MessageQueue,
     dead_letters: DeadLetters,
     clock: Callable[[], dt.datetime] = utc_now,
+    file_links: FileLinks | None = None,
 ) -> IngestResult:
     result = IngestResult(records=len(records))
     owners: list[int] = []
@@ -53,7 +55,8 @@ def ingest(
     for index, record in enumerate(records):
         owners.extend([index] * len(record.items))
         items.extend(record.items)
-    outcomes = distill(items, lookups)  # LookupFailure propagates: the whole batch is retried
+    # LookupFailure propagates: the whole batch is retried
+    outcomes = distill(items, lookups, file_links=file_links)
 
     errors: dict[int, list[RecordError]] = {}
     messages: list[OutgoingMessage] = []
@@ -71,6 +74,11 @@ def ingest(
 
     for owner, record_errors in errors.items():
         origin = records[owner].origin
+        if any(e.retryable for e in record_errors):
+            # e.g. a document whose deal is not visible yet: retried like a lookup failure
+            logger.error("retrying record %s: %s", origin, "; ".join(str(e) for e in record_errors))
+            result.retry.add(owner)
+            continue
         reason = "; ".join(e.reason if e.origin == origin else str(e) for e in record_errors)
         logger.error("parking record %s: %s", records[owner].origin, reason)
         if dead_letters.park(records[owner].raw, reason, records[owner].origin):

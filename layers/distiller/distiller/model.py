@@ -50,6 +50,8 @@ class EmittedEvent:
     event: str
     emission_index: int
     trigger: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    """Per-emission data, e.g. the signature `slot` of a `document.signature_added`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ def _id(document: dict[str, Any], *paths: str) -> str | None:
     return None
 
 
-def deal_payload(deal: dict[str, Any]) -> dict[str, Any]:
+def deal_payload(deal: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Deal event payload: id, guid, status, amount, buyerId, sellerId."""
     return {
         "id": _id(deal, "_id"),
@@ -45,12 +45,12 @@ def deal_payload(deal: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def deal_negative_equity_payload(deal: dict[str, Any]) -> dict[str, Any]:
+def deal_negative_equity_payload(deal: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Negative-equity events "carry negativeEquity: true on the payload"."""
     return {**deal_payload(deal), "negativeEquity": True}
 
 
-def offer_payload(offer: dict[str, Any]) -> dict[str, Any]:
+def offer_payload(offer: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Offer event payload: id, guid, status (external vocabulary), listingId, amount, buyerId, sellerId.
 
     The spec's mapping table and its DTO example name the source fields differently
@@ -69,7 +69,7 @@ def offer_payload(offer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def listing_payload(listing: dict[str, Any]) -> dict[str, Any]:
+def listing_payload(listing: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Listing event payload; `ownershipType`/`vehicleHaveLien` only when ownership is declared."""
     payload = {
         "id": _id(listing, "_id"),
@@ -89,7 +89,7 @@ def listing_payload(listing: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def user_payload(user: dict[str, Any]) -> dict[str, Any]:
+def user_payload(user: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """User event payload: id, email, firstName, lastName (top level, else under userDetails)."""
     return {
         "id": _id(user, "_id"),
@@ -97,3 +97,80 @@ def user_payload(user: dict[str, Any]) -> dict[str, Any]:
         "firstName": _get(user, "firstName", "userDetails.firstName"),
         "lastName": _get(user, "lastName", "userDetails.lastName"),
     }
+
+
+def _signers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every signer slot, in slot order: `signerRole` and `signedAt` (null until signed)."""
+    slots = value_at(document, "manualSignatures")
+    if not isinstance(slots, list):
+        return []
+    return [
+        {
+            "signerRole": plain(slot.get("signerRole", slot.get("role"))) if isinstance(slot, dict) else None,
+            "signedAt": plain(slot.get("signedAt")) if isinstance(slot, dict) else None,
+        }
+        for slot in slots
+    ]
+
+
+def signature_payload(document: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`document.*` payload: id, dealId, docClassification, signers (+ `slot` that was just signed)."""
+    payload = {
+        "id": _id(document, "_id"),
+        "dealId": _id(document, "dealId", "deal", "sharedDeals.0"),
+        "docClassification": _get(document, "docClassification"),
+        "signers": _signers(document),
+    }
+    if detail and "slot" in detail:
+        payload["slot"] = detail["slot"]
+    return payload
+
+
+def approved_document_payload(document: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Legacy `deal.poa_approved` / `deal.bill_of_sale_approved`: the document, not the deal."""
+    return {
+        "id": _id(document, "_id"),
+        "dealId": _id(document, "dealId", "deal", "sharedDeals.0"),
+        "status": _get(document, "status"),
+        "docClassification": _get(document, "docClassification"),
+    }
+
+
+def credit_report_payload(report: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Loan-payoff events reference the credit report by id (not the deal id), plus its dealId."""
+    return {
+        "id": _id(report, "_id"),
+        "dealId": _id(report, "dealId", "deal"),
+        "status": _get(report, "manualPayoffInfo.status"),
+    }
+
+
+def file_refs(value: Any) -> list[tuple[str, str]]:
+    """(storage key, filename) for each file in a field: strings are keys; objects carry
+    `key`/`fileKey`/`fileUrl`/`s3Key` and optionally `filename`/`name`."""
+    items = value if isinstance(value, list) else [value]
+    refs = []
+    for item in items:
+        key: Any = None
+        filename: Any = None
+        if isinstance(item, str):
+            key = item
+        elif isinstance(item, dict):
+            key = next((item[k] for k in ("key", "fileKey", "s3Key", "fileUrl") if isinstance(item.get(k), str)), None)
+            filename = item.get("filename") or item.get("name")
+        if key:
+            refs.append((key, str(filename) if filename else key.rsplit("/", 1)[-1]))
+    return refs
+
+
+def files_at(*paths: str) -> Any:
+    """A `Row.files` reader: the files found at the first of `paths` the document has."""
+
+    def read(document: dict[str, Any]) -> list[tuple[str, str]]:
+        for path in paths:
+            value = value_at(document, path)
+            if value is not MISSING and value is not None:
+                return file_refs(value)
+        return []
+
+    return read

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from distiller.ejson import id_string
+from distiller.ejson import id_string, plain
+from distiller.file_links import FileLinks
 from distiller.identity import event_id, event_key
 from distiller.lookups import LookupFailure, Lookups
 from distiller.model import DOCUMENT_OPERATIONS, ChangeEvent, Delivery, EmittedEvent, RecordError
@@ -27,9 +28,10 @@ from distiller.routing import (
     matching_subscription,
     owner_reference,
     routing_keys,
+    routing_keys_via_deals,
     scope_decision,
 )
-from distiller.transitions import Transitions
+from distiller.transitions import MISSING, Transitions, value_at
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ class ChangeOutcome:
     deliveries: list[Delivery] = field(default_factory=list)
     partners: list[PartnerRouting] = field(default_factory=list)
     note: str | None = None
+    linked_deals: list[dict[str, Any]] = field(default_factory=list)
+    error: RecordError | None = None
+    """Set in --explain mode when the change could not be routed (e.g. its deal is missing)."""
 
     def explain(self) -> dict[str, Any]:
         change = self.change
@@ -65,12 +70,14 @@ class ChangeOutcome:
             "resumeToken": change.resume_token,
             "preImage": change.has_pre_image,
             "events": [
-                {"event": e.event, "emissionIndex": e.emission_index, "trigger": e.trigger} for e in self.events
+                {"event": e.event, "emissionIndex": e.emission_index, "trigger": e.trigger, **e.detail}
+                for e in self.events
             ],
             "partners": [
                 {"partnerId": p.partner_id, "routed": p.routed, "why": p.why, "events": p.events} for p in self.partners
             ],
             "deliveries": len(self.deliveries),
+            **({"linkedDeals": self.linked_deals} if self.linked_deals else {}),
             **({"note": self.note} if self.note else {}),
         }
 
@@ -81,9 +88,11 @@ class _Work:
     reducer: Reducer
     outcome: ChangeOutcome
     document: dict[str, Any] | None = None
-    rows: list[Row] = field(default_factory=list)
+    rows: list[tuple[Row, dict[str, Any]]] = field(default_factory=list)
     index: int = 0
     owner: dict[str, Any] | None = None
+    linked: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    """(deal id, deal) for each deal the entity belongs to (documents, credit reports)."""
 
 
 class PartnerDirectory:
@@ -114,7 +123,11 @@ class PartnerDirectory:
 
 
 def distill(
-    items: Iterable[ChangeEvent | RecordError], lookups: Lookups, *, explain: bool = False
+    items: Iterable[ChangeEvent | RecordError],
+    lookups: Lookups,
+    *,
+    explain: bool = False,
+    file_links: FileLinks | None = None,
 ) -> list[ChangeOutcome | RecordError]:
     """Distill a batch: one result per input item, in input order.
 
@@ -145,10 +158,12 @@ def distill(
         _reduce(work, results)
         work = [w for w in work if w.rows]
         _resolve_owners(work, lookups)
+        _resolve_linked_deals(work, lookups, results, explain)
+        work = [w for w in work if isinstance(results[w.index], ChangeOutcome) and w.rows]
         directory = PartnerDirectory(lookups.partners()) if work else PartnerDirectory([])
         for w in work:
             try:
-                _route(w, directory, explain)
+                _route(w, directory, explain, file_links)
             except Exception as exc:  # one unroutable record must not take the batch down
                 logger.exception("routing failed on %s", w.change.origin)
                 _replace(results, w, RecordError(w.change.origin, f"routing failed: {exc!r}"))
@@ -187,14 +202,15 @@ def _resolve_documents(work: list[_Work], lookups: Lookups, results: list[Change
 def _reduce(work: list[_Work], results: list[ChangeOutcome | RecordError]) -> None:
     for w in work:
         try:
-            w.rows = w.reducer.reduce(Transitions(w.change, w.document))
+            w.rows = w.reducer.emissions(Transitions(w.change, w.document))
         except Exception as exc:  # a record the rules cannot read must not take the batch down
             logger.exception("reducer %s failed on %s", w.reducer.collection, w.change.origin)
             _replace(results, w, RecordError(w.change.origin, f"{w.reducer.collection} reducer failed: {exc!r}"))
             w.rows = []
             continue
         w.outcome.events = [
-            EmittedEvent(r.event, index, f"{w.reducer.collection} {r.describe()}") for index, r in enumerate(w.rows)
+            EmittedEvent(r.event, index, f"{w.change.collection} {r.describe()}", detail)
+            for index, (r, detail) in enumerate(w.rows)
         ]
         if not w.rows:
             w.outcome.note = "no trigger row matched this change"
@@ -217,11 +233,71 @@ def _resolve_owners(work: list[_Work], lookups: Lookups) -> None:
             logger.warning("owner %s %s of %s not found", collection, owner_id, work[i].change.origin)
 
 
-def _route(w: _Work, directory: PartnerDirectory, explain: bool) -> None:
+def _linked_deal_ids(reducer: Reducer, document: dict[str, Any]) -> list[str]:
+    ids: list[str] = []
+    for path in reducer.linked_deals:
+        value = value_at(document, path)
+        for item in value if isinstance(value, list) else [value]:
+            text = id_string(plain(item)) if item is not MISSING and item is not None else None
+            if text and text not in ids:
+                ids.append(text)
+    return ids
+
+
+def _resolve_linked_deals(
+    work: list[_Work], lookups: Lookups, results: list[ChangeOutcome | RecordError], explain: bool
+) -> None:
+    """Documents and credit reports route through their deals: fetched together, one query per batch.
+
+    A deal that cannot be found (not replicated yet, or a broken link) makes the record a
+    retryable error: reported, and retried like any lookup failure, never silently dropped.
+    """
+    wanted: set[str] = set()
+    for w in work:
+        if w.reducer.linked_deals and w.document is not None:
+            w.linked = [(deal_id, None) for deal_id in _linked_deal_ids(w.reducer, w.document)]
+            wanted.update(deal_id for deal_id, _ in w.linked)
+    if not wanted:
+        return
+    deals = lookups.documents("deals", wanted)
+    for w in work:
+        if not w.linked:
+            continue
+        w.linked = [(deal_id, deals.get(deal_id)) for deal_id, _ in w.linked]
+        w.outcome.linked_deals = [{"dealId": deal_id, "found": deal is not None} for deal_id, deal in w.linked]
+        missing = [deal_id for deal_id, deal in w.linked if deal is None]
+        if missing:
+            logger.error("linked deal(s) %s of %s not found", ", ".join(missing), w.change.origin)
+            error = RecordError(
+                w.change.origin,
+                f"{w.change.collection} {id_string(w.change.document_id)}: linked deal(s) "
+                f"{', '.join(missing)} not found",
+                retryable=True,
+            )
+            if explain:  # keep the explanation (which lookup failed) and report the error beside it
+                w.outcome.error = error
+                w.outcome.note = f"not routed: {error.reason} (retried like a lookup failure)"
+                w.rows = []
+            else:
+                _replace(results, w, error)
+
+
+def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: FileLinks | None) -> None:
     assert w.document is not None
     change, document = w.change, w.document
-    keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.owner)
-    bodies = [(r.payload or w.reducer.payload)(document) for r in w.rows]
+    per_deal: list[tuple[str, RoutingKeys]] = []
+    if w.reducer.linked_deals:
+        keys, per_deal = routing_keys_via_deals(w.linked)
+        if not per_deal and explain:
+            w.outcome.note = f"no linked deal ({', '.join(w.reducer.linked_deals)} empty): routed to nobody"
+    else:
+        keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.owner)
+    bodies = []
+    for r, detail in w.rows:
+        body = (r.payload or w.reducer.payload)(document, detail)
+        if r.files is not None:
+            body["documents"] = [_file_entry(file_links, key, name) for key, name in r.files(document)]
+        bodies.append(body)
 
     for partner in directory.partners if explain else directory.candidates(keys):
         routing: PartnerRouting | None = None
@@ -233,6 +309,8 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool) -> None:
                 continue
         elif matched_link(partner, keys) is None:
             continue
+        # A document on several deals reaches each partner with the deal that partner is on.
+        deal_id = next((d for d, k in per_deal if matched_link(partner, k) is not None), None)
         for emitted, body in zip(w.outcome.events, bodies, strict=True):
             pattern = matching_subscription(partner.events, emitted.event)
             if routing is not None:
@@ -247,7 +325,15 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool) -> None:
             eid = event_id(key)
             payload = {"id": body.get("id"), "eventId": eid, "eventKey": key, "entityType": w.reducer.entity_type}
             payload.update(body)
+            if deal_id is not None and "dealId" in payload:
+                payload["dealId"] = deal_id
             w.outcome.deliveries.append(Delivery(partner.partner_id, emitted.event, eid, key, payload))
+
+
+def _file_entry(file_links: FileLinks | None, key: str, filename: str) -> dict[str, Any]:
+    if file_links is None:  # no signer configured (a dry run without a bucket): name the file only
+        return {"filename": filename, "signedUrl": None, "expiresAt": None}
+    return file_links.link(key, filename)
 
 
 def deliveries_of(results: Iterable[ChangeOutcome | RecordError]) -> list[Delivery]:

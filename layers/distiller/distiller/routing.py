@@ -138,3 +138,20 @@ def matching_subscription(patterns: tuple[str, ...], event: str) -> str | None:
         if pattern.endswith(".*") and event.startswith(pattern[:-1]):
             return pattern
     return None
+
+
+def routing_keys_via_deals(
+    linked: list[tuple[str, dict[str, Any] | None]],
+) -> tuple[RoutingKeys, list[tuple[str, RoutingKeys]]]:
+    """Routing values of an entity that belongs to deals (documents, credit reports).
+
+    Returns the union over its deals (labelled `deal <id>.<field>`) and each deal's own keys,
+    so a caller can tell which deal a partner reaches it through.
+    """
+    deal_fields = ROUTING_FIELDS["deals"]
+    per_deal = [(deal_id, routing_keys(deal_fields, deal)) for deal_id, deal in linked if deal is not None]
+    union = RoutingKeys(
+        tuple((f"deal {d}.{f}", v) for d, k in per_deal for f, v in k.app_sources),
+        tuple((f"deal {d}.{f}", v) for d, k in per_deal for f, v in k.organizations),
+    )
+    return union, per_deal

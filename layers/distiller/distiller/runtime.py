@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import boto3
+from botocore.config import Config
 from pymongo.database import Database
 
 from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
 from distiller.dispatch import Dispatcher, RetrySchedule
+from distiller.file_links import FileLinks
 from distiller.lookups import Lookups, MongoLookups
 from distiller.mongo import connect_database
 from distiller.partner_secrets import PartnerSecrets
@@ -26,6 +28,7 @@ class DistillerRuntime:
     lookups: Lookups
     delivery_queue: SqsQueue
     ingest_dead_letters: SqsQueue
+    file_links: FileLinks | None = None
 
     @classmethod
     def build(cls, database: Database, settings: DistillerSettings, lookup_ttl: float = 60.0) -> DistillerRuntime:
@@ -34,6 +37,11 @@ class DistillerRuntime:
             lookups=MongoLookups(database, ttl_seconds=lookup_ttl),
             delivery_queue=SqsQueue(sqs, settings.delivery_queue_url),
             ingest_dead_letters=SqsQueue(sqs, settings.ingest_dead_letter_queue_url),
+            file_links=FileLinks(
+                boto3.client("s3", config=Config(signature_version="s3v4")),
+                settings.documents_bucket,
+                settings.documents_key_prefix,
+            ),
         )
 
     @classmethod

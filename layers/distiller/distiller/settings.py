@@ -73,6 +73,8 @@ class MongoSettings:
 class DistillerSettings:
     delivery_queue_url: str
     ingest_dead_letter_queue_url: str
+    documents_bucket: str
+    documents_key_prefix: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -80,6 +82,8 @@ class DistillerSettings:
         return cls(
             delivery_queue_url=e.required("DELIVERY_QUEUE_URL", "URL of the delivery queue"),
             ingest_dead_letter_queue_url=e.required("INGEST_DLQ_URL", "URL of the ingest dead-letter queue"),
+            documents_bucket=e.required("DOCUMENTS_BUCKET", "S3 bucket holding deal documents, for signed links"),
+            documents_key_prefix=e.text("DOCUMENTS_KEY_PREFIX", ""),
         )
 
 

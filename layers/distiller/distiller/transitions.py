@@ -9,6 +9,7 @@ present, a field written with the value it already had is not a transition.
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any, Final
 
@@ -88,6 +89,14 @@ class Transitions:
     def has_pre_image(self) -> bool:
         return self.change.before is not None
 
+    def document_value(self, path: str) -> Any:
+        """A field of the document as it is after the change (post-image)."""
+        return value_at(self._document, path)
+
+    def written_keys(self) -> list[str]:
+        """The keys the change wrote (updatedFields keys; for inserts/replaces, top-level fields)."""
+        return [key for keys in self._written_by_top.values() for key in keys]
+
     def written_fields(self) -> frozenset[str]:
         """Top-level fields the change wrote or removed (a cheap first filter for rules)."""
         return frozenset(self._written_by_top).union(self._removed_by_top)
@@ -123,9 +132,26 @@ class Transitions:
             if key.startswith(path + "."):
                 descendant = True
         if descendant:
+            if self.change.before is not None:
+                # The pre-image plus this change's writes: exactly what this change left. The
+                # post-image (updateLookup) may already hold later changes.
+                return self._rebuilt(path)
             # Only part of the field was written; the post-image holds the whole of it.
             return value_at(self._document, path)
         return MISSING
+
+    def _rebuilt(self, path: str) -> Any:
+        value = copy.deepcopy(value_at(self.change.before, path))
+        if value is MISSING:
+            return value_at(self._document, path)
+        prefix = path + "."
+        for key, written in self.change.updated_fields.items():
+            if key.startswith(prefix) and not _assign(value, split_path(key[len(prefix) :]), written):
+                return value_at(self._document, path)  # a shape the pre-image cannot take: trust the post-image
+        for key in self.change.removed_fields:
+            if key.startswith(prefix):
+                _unset(value, split_path(key[len(prefix) :]))
+        return value
 
     def before(self, path: str) -> Any:
         """The field's value before the change: from the pre-image, `MISSING` on insert or without one."""
@@ -140,6 +166,38 @@ class Transitions:
         if self.has_pre_image:
             return comparable(self.after(path)) != comparable(self.before(path))
         return True
+
+
+def _assign(target: Any, parts: tuple[str, ...], value: Any) -> bool:
+    """Set `target[parts...] = value` like Mongo's $set (creating objects on the way); False if impossible."""
+    for part in parts[:-1]:
+        if isinstance(target, dict):
+            target = target.setdefault(part, {})
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            return False
+    last = parts[-1]
+    if isinstance(target, dict):
+        target[last] = value
+        return True
+    if isinstance(target, list) and last.isdigit():
+        index = int(last)
+        if index < len(target):
+            target[index] = value
+            return True
+        if index == len(target):
+            target.append(value)
+            return True
+    return False
+
+
+def _unset(target: Any, parts: tuple[str, ...]) -> None:
+    parent = value_at(target, ".".join(parts[:-1])) if len(parts) > 1 else target
+    if isinstance(parent, dict):
+        parent.pop(parts[-1], None)
+    elif isinstance(parent, list) and parts[-1].isdigit() and int(parts[-1]) < len(parent):
+        parent[int(parts[-1])] = None  # Mongo's $unset on an array element leaves null
 
 
 def comparable(value: Any) -> Any:

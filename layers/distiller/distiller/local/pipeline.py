@@ -33,6 +33,7 @@ REGION = "us-east-2"
 VISIBILITY_TIMEOUT = 2
 """Seconds before a message a handler failed on is received again (short, for a local run)."""
 MAX_RECEIVE_COUNT = 5
+DOCUMENTS_BUCKET = "trigger-distiller-documents"
 
 #: The stack's queues (template.yaml): name → dead-letter queue it redrives to.
 QUEUES: dict[str, str | None] = {
@@ -190,8 +191,11 @@ class LocalPipeline:
 
         self.distiller = load_handler_module("distiller")
         self.dispatcher = load_handler_module("dispatcher")
+        boto3.client("s3", region_name=REGION).create_bucket(
+            Bucket=DOCUMENTS_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
         self.distiller._runtime = DistillerRuntime.build(
-            database, DistillerSettings(self.urls["delivery"], self.urls["ingest-dlq"])
+            database, DistillerSettings(self.urls["delivery"], self.urls["ingest-dlq"], DOCUMENTS_BUCKET)
         )
         self.dispatcher._runtime = DispatcherRuntime.build(
             database,

@@ -5,8 +5,24 @@ confirm-payment write that sets `dealState.closingStatus: acknowledged` and `sta
 together yields `deal.payment_acknowledged` then `deal.completed`, as the C2D sequence shows.
 """
 
-from distiller.payloads import deal_negative_equity_payload, deal_payload
-from distiller.reducers.rules import Becomes, BecomesTruthy, Inserted, IsSet, Reducer, Updated, row
+from distiller.payloads import deal_negative_equity_payload, deal_payload, files_at
+from distiller.reducers.rules import (
+    AllOf,
+    Becomes,
+    BecomesTruthy,
+    Inserted,
+    IsSet,
+    NotTouched,
+    Reducer,
+    Touched,
+    Updated,
+    row,
+)
+
+#: The seller's title photos, carried as signed links by both title events.
+TITLE_FILES = files_at("titleAttachment.files", "titleAttachment.images", "titleAttachment.photos")
+NEGATIVE_EQUITY = Becomes("negativeEquity", True)
+AMOUNT = "payment.privateAutoPay.amount"
 
 REDUCER = Reducer(
     collection="deals",
@@ -18,14 +34,25 @@ REDUCER = Reducer(
         row("deal.buyer_joined", Becomes("dealState.buyer.status", "joined")),
         row("deal.seller_joined", Becomes("dealState.seller.status", "joined")),
         row("deal.co_seller_invited", IsSet("seller.coSellerInviteSentAt")),
-        row("deal.title_submitted", IsSet("seller.titleConfirmedDate")),
-        row("deal.title_approved", IsSet("titleAttachment.completedDate")),
+        row("deal.title_submitted", IsSet("seller.titleConfirmedDate"), files=TITLE_FILES),
+        row("deal.title_approved", IsSet("titleAttachment.completedDate"), files=TITLE_FILES),
         row("deal.docs_submitted", Becomes("dealState.documentsStatus", "pending")),
         row("deal.docs_approved", Becomes("dealState.documentsStatus", "complete")),
         row("deal.buyer_ready", Becomes("dealState.buyer.status", "readyToClose")),
         row("deal.seller_ready", Becomes("dealState.seller.status", "readyToClose")),
-        row("deal.amount_changed", Updated("payment.privateAutoPay.amount")),
-        row("deal.negative_equity_identified", Becomes("negativeEquity", True), payload=deal_negative_equity_payload),
+        row("deal.amount_changed", Updated(AMOUNT)),
+        # Admin/service path (SpinwheelService stamps the flag alone) vs the user path (the
+        # consumer's amount edit crosses the payoff threshold and the flag comes with it).
+        row(
+            "deal.negative_equity_identified",
+            AllOf((NEGATIVE_EQUITY, NotTouched(AMOUNT))),
+            payload=deal_negative_equity_payload,
+        ),
+        row(
+            "deal.negative_equity_reported",
+            AllOf((NEGATIVE_EQUITY, Touched(AMOUNT))),
+            payload=deal_negative_equity_payload,
+        ),
         row("deal.negative_equity_funded", Becomes("negativeEquityFunded", True)),
         row("deal.payment_initiated", Becomes("dealState.closingStatus", "initiated")),
         row("deal.payment_acknowledged", Becomes("dealState.closingStatus", "acknowledged")),

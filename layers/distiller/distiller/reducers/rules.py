@@ -135,7 +135,164 @@ class AnyOtherChange:
         return "update where no more specific row matches" + (f" (ignoring {ignored})" if ignored else "")
 
 
-PayloadBuilder = Callable[[dict[str, Any]], dict[str, Any]]
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """The change wrote `path` (any value). Used to tell apart two writers of the same flag."""
+
+    path: str
+    on_insert: bool = False
+
+    @property
+    def watches(self) -> str:
+        return top_field(self.path)
+
+    def fires(self, t: Transitions) -> bool:
+        return t.touched(self.path)
+
+    def describe(self) -> str:
+        return f"{self.path} written in the same update"
+
+
+@dataclass(frozen=True, slots=True)
+class NotTouched:
+    """The change did not write `path`."""
+
+    path: str
+    on_insert: bool = False
+    watches: None = None
+
+    def fires(self, t: Transitions) -> bool:
+        return not t.touched(self.path)
+
+    def describe(self) -> str:
+        return f"{self.path} not written"
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """Every part fires. Watches what its first part watches (the primary condition)."""
+
+    parts: tuple[Trigger, ...]
+    on_insert: bool = False
+
+    @property
+    def watches(self) -> str | None:
+        return self.parts[0].watches
+
+    def fires(self, t: Transitions) -> bool:
+        return all(part.fires(t) for part in self.parts)
+
+    def describe(self) -> str:
+        return " AND ".join(part.describe() for part in self.parts)
+
+
+def _signed_slots(values: Any, field: str) -> list[bool]:
+    if not isinstance(values, list):
+        return []
+    return [isinstance(v, dict) and v.get(field) not in (None, MISSING) for v in values]
+
+
+@dataclass(frozen=True, slots=True)
+class EachNewlySet:
+    """`array[i].field set`, once per slot i newly set (three signatures in one update: three events).
+
+    A slot counts when the change wrote it (`array.i.field`, `array.i`, or the array whole) with
+    a non-null value that, given a pre-image, was null before.
+    """
+
+    array: str
+    field: str
+    on_insert: bool = False
+
+    @property
+    def watches(self) -> str:
+        return top_field(self.array)
+
+    def slots(self, t: Transitions) -> list[int]:
+        if not t.touched(self.array):
+            return []
+        after = _signed_slots(t.after(self.array), self.field)
+        before_values = t.before(self.array)
+        before = _signed_slots(before_values, self.field) if t.has_pre_image else None
+        newly = []
+        for index, signed in enumerate(after):
+            if not signed or not t.touched(f"{self.array}.{index}.{self.field}"):
+                continue
+            if before is not None and index < len(before) and before[index]:
+                continue
+            newly.append(index)
+        return newly
+
+    def fires(self, t: Transitions) -> bool:
+        return bool(self.slots(t))
+
+    def describe(self) -> str:
+        return f"{self.array}[i].{self.field} set (one event per slot)"
+
+
+@dataclass(frozen=True, slots=True)
+class AllNewlySet:
+    """Every slot of `array` has `field` set, and this change set the last of them."""
+
+    array: str
+    field: str
+    on_insert: bool = False
+
+    @property
+    def watches(self) -> str:
+        return top_field(self.array)
+
+    def fires(self, t: Transitions) -> bool:
+        after = _signed_slots(t.after(self.array), self.field)
+        if not after or not all(after):
+            return False
+        if t.has_pre_image:
+            before = _signed_slots(t.before(self.array), self.field)
+            return not (before and all(before))
+        return EachNewlySet(self.array, self.field).fires(t)
+
+    def describe(self) -> str:
+        return f"every {self.array}[i].{self.field} set (the last one by this update)"
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAdded:
+    """`path` (an array) goes from empty to populated: the first upload only.
+
+    With a pre-image: empty or missing before, non-empty after. Without one: the update wrote
+    element 0 (`path.0...`), or wrote the array (or a parent) whole holding exactly one element.
+    """
+
+    path: str
+    on_insert: bool = False
+
+    @property
+    def watches(self) -> str:
+        return top_field(self.path)
+
+    def fires(self, t: Transitions) -> bool:
+        if not t.touched(self.path):
+            return False
+        after = t.after(self.path)
+        if not isinstance(after, list) or not after:
+            return False
+        if t.has_pre_image:
+            before = t.before(self.path)
+            return not (isinstance(before, list) and before)
+        if t.touched(f"{self.path}.0"):
+            written_whole = any(key == self.path or self.path.startswith(key + ".") for key in t.written_keys())
+            return len(after) == 1 if written_whole else True
+        return False
+
+    def describe(self) -> str:
+        return f"{self.path} populated (first upload only)"
+
+
+PayloadBuilder = Callable[..., dict[str, Any]]
+"""`(document, detail=None) -> payload fields`; `detail` carries per-emission data (a slot)."""
+
+FileRef = tuple[str, str]
+"""(storage key, filename) of a file an event carries as a signed link."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,19 +307,47 @@ class Row:
     """Top-level fields the triggers read; None when any write may fire the row. Lets a reducer
     skip rows whose fields the change never wrote."""
     trigger_text: str = ""
+    where: tuple[tuple[str, Any], ...] = ()
+    """Conditions on the document itself (e.g. `docClassification == poa`)."""
+    files: Callable[[dict[str, Any]], list[FileRef]] | None = None
+    """Files the event carries as `documents[]` signed links."""
 
     def fires(self, t: Transitions) -> bool:
         return any((trigger.on_insert or not t.is_insert) and trigger.fires(t) for trigger in self.triggers)
+
+    def emissions(self, t: Transitions) -> list[dict[str, Any]]:
+        """One detail dict per event this row emits for the change: `[]`, `[{}]`, or one per slot."""
+        if any(t.document_value(path) != value for path, value in self.where):
+            return []
+        for trigger in self.triggers:
+            if not (trigger.on_insert or not t.is_insert):
+                continue
+            if isinstance(trigger, EachNewlySet):
+                slots = trigger.slots(t)
+                if slots:
+                    return [{"slot": slot} for slot in slots]
+            elif trigger.fires(t):
+                return [{}]
+        return []
 
     def describe(self) -> str:
         return self.trigger_text
 
 
-def row(event: str, *triggers: Trigger, payload: PayloadBuilder | None = None) -> Row:
+def row(
+    event: str,
+    *triggers: Trigger,
+    payload: PayloadBuilder | None = None,
+    where: dict[str, Any] | None = None,
+    files: Callable[[dict[str, Any]], list[FileRef]] | None = None,
+) -> Row:
     fields = [trigger.watches for trigger in triggers]
     watches = None if None in fields else frozenset(f for f in fields if f is not None)
     text = " OR ".join(trigger.describe() for trigger in triggers)
-    return Row(event, tuple(triggers), payload, watches, text)
+    conditions = tuple((where or {}).items())
+    if conditions:
+        text += " (where " + ", ".join(f"{k} = {v}" for k, v in conditions) + ")"
+    return Row(event, tuple(triggers), payload, watches, text, conditions, files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,16 +364,26 @@ class Reducer:
     payload: PayloadBuilder
     one_event_per_update: bool = False
 
+    aliases: tuple[str, ...] = ()
+    """Other collection names the same table serves (the spec spells some two ways)."""
+    linked_deals: tuple[str, ...] = ()
+    """Fields holding the deal(s) the entity belongs to; routing and `dealId` go through them."""
+
     def reduce(self, t: Transitions) -> list[Row]:
         """The rows this change fires, in table order."""
+        return [r for r, _ in self.emissions(t)]
+
+    def emissions(self, t: Transitions) -> list[tuple[Row, dict[str, Any]]]:
+        """(row, detail) for every event the change produces, in emission order."""
         written = t.written_fields()
         first_only = self.one_event_per_update and not t.is_insert
-        fired = []
+        fired: list[tuple[Row, dict[str, Any]]] = []
         for r in self.rows:
             if r.watches is not None and written.isdisjoint(r.watches):
                 continue
-            if r.fires(t):
-                fired.append(r)
+            details = r.emissions(t)
+            if details:
+                fired.extend((r, detail) for detail in details)
                 if first_only:
                     break
         return fired

@@ -1,0 +1,29 @@
+"""`documents` trigger table: signatures on deal documents (POA, state paperwork, addenda).
+
+Each `manualSignatures[i].signedAt` newly set is one `document.signature_added` (slot i); the
+update that signs the last slot also yields `document.completed` and, for a POA during the
+deprecation window, the legacy `deal.poa_approved`. A document routes through its deal (`dealId`).
+"""
+
+from distiller.payloads import approved_document_payload, files_at, signature_payload
+from distiller.reducers.rules import AllNewlySet, EachNewlySet, Reducer, row
+
+SIGNED_FILES = files_at("signed", "files", "file", "fileKey", "key")
+
+REDUCER = Reducer(
+    collection="documents",
+    entity_type="documents",
+    payload=signature_payload,
+    linked_deals=("dealId",),
+    rows=(
+        row("document.signature_added", EachNewlySet("manualSignatures", "signedAt")),
+        row("document.completed", AllNewlySet("manualSignatures", "signedAt")),
+        row(
+            "deal.poa_approved",
+            AllNewlySet("manualSignatures", "signedAt"),
+            where={"docClassification": "poa"},
+            payload=approved_document_payload,
+            files=SIGNED_FILES,
+        ),
+    ),
+)

@@ -1,0 +1,487 @@
+"""`distiller dlq redrive` and `distiller deliveries`, through argparse, as the CLI runs them.
+
+The parser is built the way cli.py builds it (`add_subparsers(dest="command")`, then
+`ops.register`), and a command runs as `args.run(args, stdin, stdout, stderr)`. SQS is moto
+in-process; the delivery log is mongomock or a `distiller run --log` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import mongomock
+import pytest
+from moto import mock_aws
+
+from distiller import ops
+from distiller.delivery import DeliveryMessage
+from distiller.delivery_log import DELIVERIES_COLLECTION, DeliveryAttempt, MongoDeliveryLog, log_line
+from distiller.dispatch import Dispatcher, RetrySchedule
+from distiller.partners import Partner
+from distiller.queues import OutgoingMessage, SqsQueue
+from distiller.webhook_sender import SendResult
+
+REGION = "us-east-2"
+EMITTED_AT = "2025-03-14T15:09:26.535Z"
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distiller")
+    ops.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def cli(argv: list[str]) -> tuple[int, str, str]:
+    args = parser().parse_args(argv)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = args.run(args, io.StringIO(), stdout, stderr)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """argparse refuses the command line: exit status 2, and the message on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+# -- dlq redrive ----------------------------------------------------------------------------------
+
+
+class Stack:
+    """The template's queues in moto: ingest/delivery/retry and their dead-letter queues."""
+
+    def __init__(self) -> None:
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.urls: dict[str, str] = {}
+        for name, dlq in (
+            ("ingest-dlq", None),
+            ("delivery-dlq", None),
+            ("ingest", "ingest-dlq"),
+            ("delivery", "delivery-dlq"),
+            ("retry", "delivery-dlq"),
+        ):
+            attributes = {}
+            if dlq:
+                arn = self.sqs.get_queue_attributes(QueueUrl=self.urls[dlq], AttributeNames=["QueueArn"])
+                policy = {"deadLetterTargetArn": arn["Attributes"]["QueueArn"], "maxReceiveCount": 5}
+                attributes["RedrivePolicy"] = json.dumps(policy)
+            url = self.sqs.create_queue(QueueName=f"trigger-distiller-test-{name}", Attributes=attributes)["QueueUrl"]
+            self.urls[name] = url
+
+    def put(self, name: str, *bodies: str) -> None:
+        for body in bodies:
+            self.sqs.send_message(QueueUrl=self.urls[name], MessageBody=body)
+
+    def drain(self, name: str) -> list[str]:
+        bodies: list[str] = []
+        while got := self.sqs.receive_message(QueueUrl=self.urls[name], MaxNumberOfMessages=10).get("Messages", []):
+            for message in got:
+                bodies.append(message["Body"])
+                self.sqs.delete_message(QueueUrl=self.urls[name], ReceiptHandle=message["ReceiptHandle"])
+        return bodies
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    monkeypatch.setattr(ops, "RECEIVE_WAIT_SECONDS", 0)
+    with mock_aws():
+        yield Stack()
+
+
+def delivery(n: int, *, attempt: int = 4) -> DeliveryMessage:
+    return DeliveryMessage(
+        partner_id="acme",
+        event="deal.completed",
+        event_id=f"{n:064x}",
+        event_key=f"8263A1{n:06d}|acme|deal.completed|0",
+        payload={"event": "deal.completed", "eventId": f"{n:064x}", "data": {"dealId": f"deal-{n}"}},
+        emitted_at=EMITTED_AT,
+        attempt=attempt,
+        first_attempt_at="2025-03-14T15:09:27.000Z" if attempt else None,
+        last_error="HTTP 503" if attempt else None,
+    )
+
+
+def test_redrive_infers_the_delivery_kind_from_the_queue_name_and_resets_attempts(stack):
+    stack.put("delivery-dlq", *(delivery(n).to_body() for n in (1, 2)))
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"]])
+
+    assert code == 0, err
+    (line,) = out.splitlines()
+    result = json.loads(line)
+    assert (result["kind"], result["method"], result["moved"], result["left"]) == (
+        "delivery",
+        "receive-send-delete",
+        2,
+        0,
+    )
+    assert result["destinationUrl"] == stack.urls["delivery"]
+    assert "moved 2 delivery message(s)" in err
+    back = [DeliveryMessage.from_body(b) for b in stack.drain("delivery")]
+    assert sorted(m.event_id for m in back) == [f"{1:064x}", f"{2:064x}"]
+    assert {(m.attempt, m.last_error, m.emitted_at) for m in back} == {(0, None, EMITTED_AT)}
+    assert stack.drain("delivery-dlq") == []
+
+
+def test_redrive_of_the_ingest_dead_letter_queue_sends_the_parked_record_back(stack):
+    record = {"messageId": "m-9", "body": json.dumps({"operationType": "insert"}), "eventSource": "aws:sqs"}
+    assert SqsQueue(stack.sqs, stack.urls["ingest-dlq"]).park(record, "bad", "Records[0]")
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", stack.urls["ingest-dlq"], "--to", stack.urls["ingest"]])
+
+    assert code == 0, err
+    assert json.loads(out)["kind"] == "ingest"
+    assert [json.loads(b) for b in stack.drain("ingest")] == [record]
+
+
+def test_redrive_max_limits_the_count(stack):
+    stack.put("delivery-dlq", *(delivery(n).to_body() for n in range(1, 5)))
+
+    code, out, _ = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--max", "3"])
+
+    assert (code, json.loads(out)["moved"]) == (0, 3)
+    assert len(stack.drain("delivery")) == 3
+    assert len(stack.drain("delivery-dlq")) == 1
+
+
+def test_redrive_that_leaves_messages_behind_exits_1_and_says_which(stack):
+    stack.put("delivery-dlq", delivery(1).to_body(), "garbage")
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"]])
+
+    assert code == 1
+    assert (json.loads(out)["moved"], json.loads(out)["left"]) == (1, 1)
+    assert "not a delivery message" in err
+    assert "1 not redrivable, left in the dead-letter queue" in err
+    assert stack.drain("delivery-dlq") == ["garbage"]
+
+
+def test_redrive_of_a_queue_whose_kind_cannot_be_told_is_a_usage_error(stack):
+    other = stack.sqs.create_queue(QueueName="something-else")["QueueUrl"]
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", other])
+
+    assert (code, out) == (2, "")
+    assert "pass --kind delivery|ingest|raw" in err
+
+
+def test_redrive_to_a_queue_that_does_not_exist_is_a_usage_error_and_moves_nothing(stack):
+    stack.put("delivery-dlq", delivery(1).to_body())
+
+    code, _, err = cli(
+        ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--to", stack.urls["delivery"] + "-nope"]
+    )
+
+    assert code == 2
+    assert "-nope" in err
+    assert len(stack.drain("delivery-dlq")) == 1
+
+
+def test_redrive_max_must_be_positive(capsys):
+    err = usage_error(["dlq", "redrive", "--queue-url", "https://x/1/q-dlq", "--max", "0"], capsys)
+    assert "argument --max" in err
+
+
+class WithMoveTask:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.started: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def start_message_move_task(self, **kwargs: Any) -> dict[str, Any]:
+        self.started.append(kwargs)
+        return {"TaskHandle": "handle-42"}
+
+
+def test_raw_redrive_uses_the_move_task_where_it_exists_and_no_move_task_forces_the_fallback(stack, monkeypatch):
+    client = WithMoveTask(stack.sqs)
+    monkeypatch.setattr(ops, "sqs_client", lambda url, endpoint: client)
+    stack.put("delivery-dlq", delivery(1).to_body())
+    argv = ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--kind", "raw"]
+
+    code, out, err = cli(argv)
+
+    assert code == 0, err
+    assert (json.loads(out)["method"], json.loads(out)["taskHandle"]) == ("move-task", "handle-42")
+    assert "task handle handle-42" in err
+    assert len(client.started) == 1
+    assert stack.drain("retry") + stack.drain("delivery") == []  # the (stubbed) task moved nothing yet
+
+    code, out, err = cli([*argv, "--no-move-task"])
+
+    assert code == 0, err
+    assert json.loads(out)["method"] == "receive-send-delete"
+    assert len(client.started) == 1
+    assert stack.drain("delivery") == [delivery(1).to_body()]  # raw: unchanged
+
+
+def test_endpoint_url_and_region_reach_the_client():
+    client = ops.sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/q-dlq", "http://127.0.0.1:4566")
+    assert client.meta.endpoint_url == "http://127.0.0.1:4566"
+    assert client.meta.region_name == "eu-west-1"
+
+
+def test_endpoint_url_is_passed_through_from_the_command_line(stack, monkeypatch):
+    seen: list[tuple[str, str | None]] = []
+
+    def fake_client(url: str, endpoint: str | None) -> Any:
+        seen.append((url, endpoint))
+        return stack.sqs
+
+    monkeypatch.setattr(ops, "sqs_client", fake_client)
+    dlq = stack.urls["delivery-dlq"]
+    code, _, err = cli(["dlq", "redrive", "--queue-url", dlq, "--endpoint-url", "http://127.0.0.1:9"])
+    assert code == 0, err
+    assert seen == [(dlq, "http://127.0.0.1:9")]
+
+
+# -- a redriven delivery meets the Dispatcher -----------------------------------------------------
+
+
+class Sender:
+    def __init__(self, delivered: bool) -> None:
+        self.delivered = delivered
+        self.posts: list[bytes] = []
+
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
+        self.posts.append(body)
+        if self.delivered:
+            return SendResult(True, status_code=200)
+        return SendResult(False, status_code=503, error="HTTP 503")
+
+
+class Secrets:
+    def webhook_secret(self, partner_id: str) -> str:
+        return "whsec_test"
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send(self, messages: list[OutgoingMessage]) -> list[int]:
+        self.bodies.extend(m.body for m in messages)
+        return []
+
+
+def test_a_redriven_delivery_is_posted_again_by_the_dispatcher(stack):
+    log = MongoDeliveryLog(mongomock.MongoClient(tz_aware=True)["privateauto"][DELIVERIES_COLLECTION])
+    partners = [Partner("acme", webhook_url="https://acme.example/hooks")]
+    retries = Captured()
+
+    def dispatcher(sender: Sender) -> Dispatcher:
+        return Dispatcher(
+            partners=lambda: partners,
+            secrets=Secrets(),
+            sender=sender,
+            log=log,
+            retry_queue=retries,
+            dead_letter_queue=SqsQueue(stack.sqs, stack.urls["delivery-dlq"]),
+            schedule=RetrySchedule((0, 0, 0)),
+        )
+
+    failing = dispatcher(Sender(delivered=False))
+    message = delivery(1, attempt=0)
+    outcomes = []
+    for _ in range(4):  # first POST and three retries, then the dead-letter queue
+        outcomes.append(failing.dispatch_all([message])[0])
+        if retries.bodies:
+            message = DeliveryMessage.from_body(retries.bodies.pop())
+    assert outcomes == ["retry-scheduled"] * 3 + ["dead-lettered"]
+
+    code, _, err = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"]])
+    assert code == 0, err
+    (body,) = stack.drain("delivery")
+
+    sender = Sender(delivered=True)
+    assert dispatcher(sender).dispatch_all([DeliveryMessage.from_body(body)]) == ["delivered"]
+    assert len(sender.posts) == 1
+
+
+# -- deliveries -----------------------------------------------------------------------------------
+
+T0 = dt.datetime(2025, 3, 14, 12, 0, tzinfo=dt.UTC)
+
+
+def logged(n: int, partner: str, status: str, event: str, minutes: int) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        partner_id=partner,
+        event=event,
+        event_id=f"e{n}",
+        attempt=1,
+        status=status,  # type: ignore[arg-type]
+        url=f"https://{partner}.example/hooks",
+        attempted_at=T0 + dt.timedelta(minutes=minutes),
+        payload={"n": n},
+    )
+
+
+ATTEMPTS = [
+    logged(1, "acme", "failed", "deal.created", 0),
+    logged(2, "acme", "delivered", "deal.created", 1),
+    logged(3, "acme", "skipped", "deal.completed", 2),
+    logged(4, "carmart", "delivered", "deal.created", 3),
+    logged(5, "acme", "delivered", "offer.created", 4),
+]
+
+
+@pytest.fixture
+def collection():
+    collection = mongomock.MongoClient(tz_aware=True)["privateauto"][DELIVERIES_COLLECTION]
+    for a in ATTEMPTS:
+        MongoDeliveryLog(collection).record(a)
+    return collection
+
+
+@pytest.fixture
+def log_file(tmp_path: Path, collection) -> Path:
+    """Written exactly as `distiller run --log` writes it."""
+    path = tmp_path / "run.log"
+    with open(path, "w", encoding="utf-8") as handle:
+        for doc in collection.find({}, sort=[("attemptedAt", 1), ("_id", 1)]):
+            handle.write(json.dumps(log_line(doc), default=str) + "\n")
+    return path
+
+
+@pytest.fixture(params=["log", "mongo"])
+def source(request, log_file, collection, monkeypatch) -> list[str]:
+    """The command-line source of the log: --log FILE, or --mongo-uri (served by mongomock)."""
+    if request.param == "log":
+        return ["--log", str(log_file)]
+    monkeypatch.setattr(ops, "_open_collection", lambda uri, database: collection)
+    return ["--mongo-uri", "mongodb://db.example:27017"]
+
+
+def numbers(out: str) -> list[int]:
+    return [json.loads(line)["payload"]["n"] for line in out.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ([], [5, 3, 2, 1]),
+        (["--status", "delivered"], [5, 2]),
+        (["--event", "deal.created"], [2, 1]),
+        (["--event-id", "e3"], [3]),
+        (["--since", "2025-03-14T12:01:00Z"], [5, 3, 2]),
+        (["--until", "2025-03-14T12:01:00Z"], [2, 1]),
+        (["--since", "2025-03-14T13:01:00+01:00", "--until", "2025-03-14T12:02:00"], [3, 2]),
+        (["--limit", "1"], [5]),
+    ],
+)
+def test_deliveries_filters_narrow_and_print_newest_first(source, filters, expected):
+    code, out, err = cli(["deliveries", "--partner", "acme", *source, *filters])
+
+    assert code == 0, err
+    assert numbers(out) == expected
+    assert all(json.loads(line)["partnerId"] == "acme" for line in out.splitlines())
+    assert f"deliveries: {len(expected)} attempt(s) for partner acme" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_deliveries_summary_counts_statuses_and_warns_at_the_limit(source):
+    code, _, err = cli(["deliveries", "--partner", "acme", *source])
+    assert code == 0
+    assert "(2 delivered, 1 failed, 1 skipped)" in err
+    assert "limit" not in err
+
+    _, _, err = cli(["deliveries", "--partner", "acme", *source, "--limit", "2"])
+    assert "limit 2 reached" in err
+
+
+def test_deliveries_lines_are_the_spec_shape(source):
+    _, out, _ = cli(["deliveries", "--partner", "carmart", *source])
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["attemptedAt"] == "2025-03-14T12:03:00.000Z"
+    assert isinstance(row["id"], str)
+    assert (row["status"], row["event"], row["eventId"]) == ("delivered", "deal.created", "e4")
+
+
+def test_deliveries_with_nothing_to_show_is_still_a_success(source):
+    code, out, err = cli(["deliveries", "--partner", "nobody", *source])
+    assert (code, out) == (0, "")
+    assert "0 attempt(s)" in err
+
+
+def test_deliveries_unknown_status_is_a_usage_error(log_file, capsys):
+    err = usage_error(["deliveries", "--partner", "acme", "--log", str(log_file), "--status", "pending"], capsys)
+    assert "argument --status: invalid choice: 'pending'" in err
+
+
+@pytest.mark.parametrize("flag", ["--since", "--until"])
+def test_deliveries_bad_date_is_a_usage_error(log_file, capsys, flag):
+    err = usage_error(["deliveries", "--partner", "acme", "--log", str(log_file), flag, "14/03/2025"], capsys)
+    assert f"argument {flag}" in err
+    assert "not an ISO 8601 date" in err
+
+
+def test_deliveries_needs_exactly_one_source(log_file, capsys):
+    err = usage_error(["deliveries", "--partner", "acme"], capsys)
+    assert "--mongo-uri" in err and "--log" in err
+    err = usage_error(["deliveries", "--partner", "acme", "--log", str(log_file), "--mongo-uri", "mongodb://x"], capsys)
+    assert "not allowed with" in err
+
+
+def test_deliveries_since_after_until_exits_2(log_file):
+    code, out, err = cli(
+        ["deliveries", "--partner", "acme", "--log", str(log_file), "--since", "2025-03-15", "--until", "2025-03-14"]
+    )
+    assert (code, out) == (2, "")
+    assert "since is after until" in err
+
+
+def test_deliveries_unreadable_or_malformed_log_exits_2(tmp_path):
+    code, _, err = cli(["deliveries", "--partner", "acme", "--log", str(tmp_path / "missing.log")])
+    assert code == 2
+    assert "missing.log: cannot read" in err
+
+    bad = tmp_path / "bad.log"
+    bad.write_text('{"partnerId": "acme", "attemptedAt": "2025-03-14T12:00:00Z"}\nnot json\n')
+    code, out, err = cli(["deliveries", "--partner", "acme", "--log", str(bad)])
+    assert (code, out) == (2, "")
+    assert "bad.log:2: not JSON" in err
+
+
+def test_deliveries_mongo_uri_and_database_reach_the_connection(collection, monkeypatch):
+    opened: list[tuple[str, str]] = []
+
+    def open_collection(uri: str, database: str) -> Any:
+        opened.append((uri, database))
+        return collection
+
+    monkeypatch.setattr(ops, "_open_collection", open_collection)
+    cli(["deliveries", "--partner", "acme", "--mongo-uri", "mongodb://db.example:27017"])
+    cli(["deliveries", "--partner", "acme", "--mongo-uri", "mongodb://db.example:27017", "--database", "staging"])
+    assert opened == [("mongodb://db.example:27017", "privateauto"), ("mongodb://db.example:27017", "staging")]
+
+
+def test_open_collection_is_the_delivery_log_collection(monkeypatch):
+    import pymongo
+
+    monkeypatch.setattr(pymongo, "MongoClient", mongomock.MongoClient)
+    collection = ops._open_collection("mongodb://db.example:27017", "privateauto")
+    assert (collection.database.name, collection.name) == ("privateauto", DELIVERIES_COLLECTION)
+
+
+def test_deliveries_database_failure_exits_2(monkeypatch):
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    class Unreachable:
+        def find(self, *args: Any, **kwargs: Any) -> Any:
+            raise ServerSelectionTimeoutError("db.example:27017: timed out")
+
+    monkeypatch.setattr(ops, "_open_collection", lambda uri, database: Unreachable())
+    code, out, err = cli(["deliveries", "--partner", "acme", "--mongo-uri", "mongodb://db.example", "--database", "x"])
+    assert (code, out) == (2, "")
+    assert "database: db.example:27017: timed out" in err
