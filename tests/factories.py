@@ -82,3 +82,52 @@ def partner(partner_id: str, **fields: Any) -> dict[str, Any]:
     if "events" in fields:
         webhook["events"] = fields.pop("events")
     return {"partnerId": partner_id, "webhook": webhook, **fields}
+
+
+def post_image(before: dict[str, Any], updated: dict[str, Any], removed: Any = ()) -> dict[str, Any]:
+    """`before` after Mongo applies `$set` of the dotted `updated` paths and `$unset` of `removed`.
+
+    An index one past an array's end appends (Mongo reports a `$push` as `array.<new index>`).
+    """
+    import copy
+
+    result = copy.deepcopy(before)
+
+    def parent_of(path: str) -> tuple[Any, Any]:
+        node: Any = result
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        last = parts[-1]
+        return node, int(last) if isinstance(node, list) else last
+
+    for path, value in updated.items():
+        node, last = parent_of(path)
+        if isinstance(node, list) and last == len(node):
+            node.append(copy.deepcopy(value))
+        else:
+            node[last] = copy.deepcopy(value)
+    for path in removed:
+        node, last = parent_of(path)
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return result
+
+
+class CountingDatabase:
+    """Wraps a (mongomock) database and counts `find` calls per collection: proves batching."""
+
+    def __init__(self, database: Any) -> None:
+        self._db = database
+        self.finds: dict[str, int] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        collection = self._db[name]
+        outer = self
+
+        class Counting:
+            def find(self, *args: Any, **kwargs: Any) -> Any:
+                outer.finds[name] = outer.finds.get(name, 0) + 1
+                return collection.find(*args, **kwargs)
+
+        return Counting()

@@ -14,7 +14,7 @@ from distiller.lookups import MongoLookups
 from distiller.model import RecordError
 from distiller.pipeline import ChangeOutcome, deliveries_of, distill
 from distiller.world import in_memory_database
-from tests.factories import as_change, oid, partner, raw_insert, raw_update
+from tests.factories import CountingDatabase, as_change, oid, partner, raw_insert, raw_update
 
 T0 = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
@@ -60,25 +60,6 @@ def file_links():
 
 def lookups(partners=PARTNERS, deals=DEALS, **world):
     return MongoLookups(in_memory_database(partners, {"deals": deals, **world}))
-
-
-class CountingDatabase:
-    """Wraps a (mongomock) database and counts `find` calls per collection."""
-
-    def __init__(self, database):
-        self._db = database
-        self.finds = {}
-
-    def __getitem__(self, name):
-        collection = self._db[name]
-        outer = self
-
-        class Counting:
-            def find(self, *args, **kwargs):
-                outer.finds[name] = outer.finds.get(name, 0) + 1
-                return collection.find(*args, **kwargs)
-
-        return Counting()
 
 
 def slot(role, signed_at=None):

@@ -6,7 +6,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from distiller.lookups import LookupFailure, MongoLookups
 from distiller.pipeline import deliveries_of, distill
-from tests.factories import as_change, oid, partner, raw_insert, raw_update
+from tests.factories import CountingDatabase, as_change, oid, partner, raw_insert, raw_update
 
 ORG = "67e446a09d2eb254a3b130e7"
 
@@ -17,25 +17,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class CountingDatabase:
-    """Wraps a mongomock database and counts `find` calls per collection."""
-
-    def __init__(self, database) -> None:
-        self._db = database
-        self.finds: dict[str, int] = {}
-
-    def __getitem__(self, name):
-        collection = self._db[name]
-        outer = self
-
-        class Counting:
-            def find(self, *args, **kwargs):
-                outer.finds[name] = outer.finds.get(name, 0) + 1
-                return collection.find(*args, **kwargs)
-
-        return Counting()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """`credit_reports` trigger table (loan payoff): one case per row (id = event name), then the
 negative twins. `deal.loan_payoff_docs` fires on the first upload only."""
 
-import copy
 import datetime as dt
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from distiller.reducers import REDUCERS
 from distiller.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
+from tests.factories import post_image as _post_image
 
 T0 = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)
 
@@ -28,30 +28,6 @@ def report(documents=(), status="pending", **extra):
 
 EMPTY = report()
 ONE_UPLOADED = report([LETTER])
-
-
-def _post_image(before, updated, removed=()):
-    result = copy.deepcopy(before)
-
-    def parent_of(path):
-        node = result
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        last = parts[-1]
-        return node, int(last) if isinstance(node, list) else last
-
-    for path, value in updated.items():
-        node, last = parent_of(path)
-        if isinstance(node, list) and last == len(node):
-            node.append(copy.deepcopy(value))  # Mongo reports a $push as `array.<new index>`
-        else:
-            node[last] = copy.deepcopy(value)
-    for path in removed:
-        node, last = parent_of(path)
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return result
 
 
 def update(updated, *, before=EMPTY, pre_image=True, removed=(), collection="credit_reports"):

@@ -1,6 +1,5 @@
 """`deals` trigger table: one case per spec row (id = event name), then the negative twins."""
 
-import copy
 import datetime as dt
 
 import pytest
@@ -11,6 +10,7 @@ from distiller.pipeline import ChangeOutcome, distill
 from distiller.reducers import REDUCERS
 from distiller.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
+from tests.factories import post_image as _post_image
 
 NOW = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)
 
@@ -33,25 +33,6 @@ DEAL = {
     "negativeEquity": False,
     "negativeEquityFunded": False,
 }
-
-
-def _post_image(document, updated, removed):
-    """`document` after Mongo applies `$set` of the dotted `updated` paths and `$unset` of `removed`."""
-    document = copy.deepcopy(document)
-
-    def parent_of(path):
-        node = document
-        for part in path.split(".")[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        return node, path.rsplit(".", 1)[-1]
-
-    for path, value in updated.items():
-        node, last = parent_of(path)
-        node[last] = value
-    for path in removed:
-        node, last = parent_of(path)
-        node.pop(last, None)
-    return document
 
 
 def update(updated, *, removed=(), before=DEAL):

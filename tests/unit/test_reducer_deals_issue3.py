@@ -1,7 +1,6 @@
 """Issue 3 rows of the `deals` table: the negative-equity pair (user vs admin path) and the title
 rows' files. One case per row (id = event name), then the negative twins."""
 
-import copy
 import datetime as dt
 
 import pytest
@@ -11,6 +10,7 @@ from hypothesis import strategies as st
 from distiller.reducers import REDUCERS
 from distiller.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
+from tests.factories import post_image as _post_image
 
 NOW = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)
 
@@ -30,17 +30,6 @@ DEAL = {
     "negativeEquityFunded": False,
     "titleAttachment": {"files": ["deals/d1/title-front.jpg", "deals/d1/title-back.jpg"]},
 }
-
-
-def _post_image(before, updated):
-    result = copy.deepcopy(before)
-    for path, value in updated.items():
-        node = result
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return result
 
 
 def update(updated, *, before=DEAL, pre_image=True):

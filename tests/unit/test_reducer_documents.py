@@ -6,7 +6,6 @@ Each case asserts the exact `(event, detail)` list the reducer emits, so the ord
 `deal.poa_approved`) and the slot of each signature are pinned.
 """
 
-import copy
 import datetime as dt
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from distiller.reducers import REDUCERS
 from distiller.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
+from tests.factories import post_image as _post_image
 
 T0 = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
@@ -45,28 +45,6 @@ def document(*signed_at, classification="poa", roles=None):
 UNSIGNED = document(None, None)
 SELLER_SIGNED = document(T0, None)
 BOTH_SIGNED = document(T0, T1)
-
-
-def _post_image(before, updated, removed=()):
-    """`before` after Mongo applies `$set` of the dotted `updated` paths and `$unset` of `removed`."""
-    result = copy.deepcopy(before)
-
-    def parent_of(path):
-        node = result
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        last = parts[-1]
-        return node, int(last) if isinstance(node, list) else last
-
-    for path, value in updated.items():
-        node, last = parent_of(path)
-        node[last] = copy.deepcopy(value)
-    for path in removed:
-        node, last = parent_of(path)
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return result
 
 
 def update(updated, *, before=UNSIGNED, pre_image=True, removed=()):

@@ -5,7 +5,6 @@ Same signature rows as `documents`; the legacy event here is `deal.bill_of_sale_
 a generated POA does not fire `deal.poa_approved` (that legacy event belongs to `documents`).
 """
 
-import copy
 import datetime as dt
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from distiller.reducers import REDUCERS
 from distiller.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
+from tests.factories import post_image as _post_image
 
 COLLECTION = "platoforms_generated_documents"
 T0 = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)
@@ -45,27 +45,6 @@ def generated(*signed_at, classification="bill-of-sale"):
 UNSIGNED = generated(None, None)
 SELLER_SIGNED = generated(T0, None)
 BOTH_SIGNED = generated(T0, T1)
-
-
-def _post_image(before, updated, removed=()):
-    result = copy.deepcopy(before)
-
-    def parent_of(path):
-        node = result
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        last = parts[-1]
-        return node, int(last) if isinstance(node, list) else last
-
-    for path, value in updated.items():
-        node, last = parent_of(path)
-        node[last] = copy.deepcopy(value)
-    for path in removed:
-        node, last = parent_of(path)
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return result
 
 
 def update(updated, *, before=UNSIGNED, pre_image=True, removed=()):

@@ -5,10 +5,9 @@ update that signs the last slot also yields `document.completed` and, for a POA 
 deprecation window, the legacy `deal.poa_approved`. A document routes through its deal (`dealId`).
 """
 
-from distiller.payloads import approved_document_payload, files_at, signature_payload
-from distiller.reducers.rules import AllNewlySet, EachNewlySet, Reducer, row
-
-SIGNED_FILES = files_at("signed", "files", "file", "fileKey", "key")
+from distiller.payloads import approved_document_payload, signature_payload
+from distiller.reducers.rules import Reducer, row
+from distiller.reducers.signatures import FULLY_SIGNED, SIGNED_FILES, SLOT_SIGNED
 
 REDUCER = Reducer(
     collection="documents",
@@ -16,11 +15,11 @@ REDUCER = Reducer(
     payload=signature_payload,
     linked_deals=("dealId",),
     rows=(
-        row("document.signature_added", EachNewlySet("manualSignatures", "signedAt")),
-        row("document.completed", AllNewlySet("manualSignatures", "signedAt")),
+        row("document.signature_added", SLOT_SIGNED),
+        row("document.completed", FULLY_SIGNED),
         row(
             "deal.poa_approved",
-            AllNewlySet("manualSignatures", "signedAt"),
+            FULLY_SIGNED,
             where={"docClassification": "poa"},
             payload=approved_document_payload,
             files=SIGNED_FILES,

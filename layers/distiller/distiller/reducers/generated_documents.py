@@ -5,10 +5,9 @@ the Bill of Sale's `document.completed`. A generated document routes through eve
 `sharedDeals` (a Bill of Sale may sit on several); each partner's `dealId` is its own deal.
 """
 
-from distiller.payloads import approved_document_payload, files_at, signature_payload
-from distiller.reducers.rules import AllNewlySet, EachNewlySet, Reducer, row
-
-SIGNED_FILES = files_at("signed", "files", "file", "fileKey", "key")
+from distiller.payloads import approved_document_payload, signature_payload
+from distiller.reducers.rules import Reducer, row
+from distiller.reducers.signatures import FULLY_SIGNED, SIGNED_FILES, SLOT_SIGNED
 
 REDUCER = Reducer(
     collection="platoforms_generated_documents",
@@ -16,11 +15,11 @@ REDUCER = Reducer(
     payload=signature_payload,
     linked_deals=("sharedDeals", "dealId"),
     rows=(
-        row("document.signature_added", EachNewlySet("manualSignatures", "signedAt")),
-        row("document.completed", AllNewlySet("manualSignatures", "signedAt")),
+        row("document.signature_added", SLOT_SIGNED),
+        row("document.completed", FULLY_SIGNED),
         row(
             "deal.bill_of_sale_approved",
-            AllNewlySet("manualSignatures", "signedAt"),
+            FULLY_SIGNED,
             where={"docClassification": "bill-of-sale"},
             payload=approved_document_payload,
             files=SIGNED_FILES,

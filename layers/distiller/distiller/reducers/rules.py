@@ -28,6 +28,17 @@ class Trigger(Protocol):
     def describe(self) -> str: ...
 
 
+class _OnPath:
+    """A trigger about one field: it can only fire when the change wrote that field's top level."""
+
+    __slots__ = ()
+    path: str
+
+    @property
+    def watches(self) -> str:
+        return top_field(self.path)
+
+
 @dataclass(frozen=True, slots=True)
 class Inserted:
     """`<collection> insert`."""
@@ -43,7 +54,7 @@ class Inserted:
 
 
 @dataclass(frozen=True, slots=True)
-class Becomes:
+class Becomes(_OnPath):
     """`path → value`: written with `value`, and (given a pre-image) not already `value`."""
 
     path: str
@@ -53,16 +64,12 @@ class Becomes:
     def fires(self, t: Transitions) -> bool:
         return t.touched(self.path) and t.after(self.path) == self.value and t.before(self.path) != self.value
 
-    @property
-    def watches(self) -> str:
-        return top_field(self.path)
-
     def describe(self) -> str:
         return f"{self.path} → {self.value}"
 
 
 @dataclass(frozen=True, slots=True)
-class BecomesTruthy:
+class BecomesTruthy(_OnPath):
     """`path set truthy` / `path set true`: written truthy, and (given a pre-image) not truthy before."""
 
     path: str
@@ -71,16 +78,12 @@ class BecomesTruthy:
     def fires(self, t: Transitions) -> bool:
         return t.touched(self.path) and bool(t.after(self.path)) and not t.before(self.path)
 
-    @property
-    def watches(self) -> str:
-        return top_field(self.path)
-
     def describe(self) -> str:
         return f"{self.path} set truthy"
 
 
 @dataclass(frozen=True, slots=True)
-class IsSet:
+class IsSet(_OnPath):
     """`path set`: written with a non-null value that (given a pre-image) differs from the old one."""
 
     path: str
@@ -90,16 +93,12 @@ class IsSet:
         value = t.after(self.path)
         return value is not MISSING and value is not None and t.changed(self.path)
 
-    @property
-    def watches(self) -> str:
-        return top_field(self.path)
-
     def describe(self) -> str:
         return f"{self.path} set" + (" (also on insert)" if self.on_insert else "")
 
 
 @dataclass(frozen=True, slots=True)
-class Updated:
+class Updated(_OnPath):
     """`path updated on existing document`: a non-null value written by an update, never on insert."""
 
     path: str
@@ -108,10 +107,6 @@ class Updated:
     def fires(self, t: Transitions) -> bool:
         value = t.after(self.path)
         return not t.is_insert and value is not MISSING and value is not None and t.changed(self.path)
-
-    @property
-    def watches(self) -> str:
-        return top_field(self.path)
 
     def describe(self) -> str:
         return f"{self.path} updated on existing document (not on insert)"
@@ -136,15 +131,11 @@ class AnyOtherChange:
 
 
 @dataclass(frozen=True, slots=True)
-class Touched:
+class Touched(_OnPath):
     """The change wrote `path` (any value). Used to tell apart two writers of the same flag."""
 
     path: str
     on_insert: bool = False
-
-    @property
-    def watches(self) -> str:
-        return top_field(self.path)
 
     def fires(self, t: Transitions) -> bool:
         return t.touched(self.path)
@@ -256,7 +247,7 @@ class AllNewlySet:
 
 
 @dataclass(frozen=True, slots=True)
-class FirstAdded:
+class FirstAdded(_OnPath):
     """`path` (an array) goes from empty to populated: the first upload only.
 
     With a pre-image: empty or missing before, non-empty after. Without one: the update wrote
@@ -265,10 +256,6 @@ class FirstAdded:
 
     path: str
     on_insert: bool = False
-
-    @property
-    def watches(self) -> str:
-        return top_field(self.path)
 
     def fires(self, t: Transitions) -> bool:
         if not t.touched(self.path):
