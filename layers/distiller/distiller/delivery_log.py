@@ -107,12 +107,13 @@ class MongoDeliveryLog:
             raise LookupFailure(f"{DELIVERIES_COLLECTION}: {exc}") from exc
 
     def already_processed(self, partner_id: str, event_id: str, attempt: int, redrive: int = 0) -> str | None:
-        # Entries written before redrive counting existed count as round 0.
+        # Each round of attempts (the original, an operator's redrive, a partner's replay) is judged on
+        # its own; entries without `redrive` belong to round 0.
         same_round: dict[str, Any] = {"redrive": {"$in": [redrive, None]}} if redrive == 0 else {"redrive": redrive}
         query = {
             "partnerId": partner_id,
             "eventId": event_id,
-            "$or": [{"status": "delivered"}, {"attempt": attempt, "status": "failed", **same_round}],
+            "$or": [{"status": "delivered", **same_round}, {"attempt": attempt, "status": "failed", **same_round}],
         }
         try:
             found = self._collection.find_one(query, {"status": 1, "attempt": 1})
