@@ -6,7 +6,7 @@ SAM_VENV := .venv-sam
 # sam build (BuildMethod: python3.12) needs python3.12 on PATH; telemetry stays off.
 SAM := PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 
-.PHONY: install test lint validate bench demo distill clean catalog
+.PHONY: install test lint validate bench demo distill clean catalog openapi
 
 install: $(BIN)/distiller
 
@@ -53,3 +53,6 @@ catalog: install
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam .demo-attempts.jsonl
+
+openapi: install
+	$(BIN)/python -m distiller.api.openapi > docs/openapi.json

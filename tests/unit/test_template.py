@@ -165,3 +165,12 @@ def test_samconfig_has_the_three_environments():
         deploy = config[env]["deploy"]["parameters"]
         assert deploy["resolve_s3"] is True and "CAPABILITY_IAM" in deploy["capabilities"]
         assert f'Stage="{"dev" if env == "default" else env}"' in deploy["parameter_overrides"]
+
+
+def test_partner_api_is_a_proxy_to_the_api_function_with_scoped_permissions(template):
+    api = template["Resources"]["ApiFunction"]["Properties"]
+    event = api["Events"]["Data"]
+    assert event["Type"] == "Api" and event["Properties"]["Path"] == "/data/{proxy+}"
+    assert event["Properties"]["RestApiId"] == {"!Ref": "PartnerApi"}
+    assert {"SQSSendMessagePolicy": {"QueueName": {"!GetAtt": "DeliveryQueue.QueueName"}}} in api["Policies"]
+    assert api["Environment"]["Variables"]["DELIVERY_QUEUE_URL"] == {"!Ref": "DeliveryQueue"}

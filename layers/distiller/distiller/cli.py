@@ -153,6 +153,28 @@ def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
     return serve(args.port, args.secret, args.fail_first, stdout, stderr)
 
 
+def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+    from distiller.local.api_server import load_deliveries, start
+
+    try:
+        partners = load_partners(Path(args.partners))
+        world = load_world(Path(args.world)) if args.world else {}
+        database = in_memory_database(partners, world)
+        loaded = load_deliveries(database, Path(args.deliveries)) if args.deliveries else 0
+    except (WorldFileError, ValueError, OSError) as exc:
+        print(f"distiller: {_one_line(str(exc))}", file=stderr)
+        return 2
+    server = start(args.port, database, partners, stderr)
+    print(f"api listening on {server.url} ({loaded} delivery attempts loaded)", file=stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distiller", description="PrivateAuto trigger distiller")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-first", type=int, default=0, metavar="N", help="answer 503 to the first N tries of each event"
     )
     receiver_cmd.set_defaults(run=run_receiver)
+
+    api_cmd = commands.add_parser(
+        "api",
+        help="the partner /data API on 127.0.0.1 through the same handler (JWT with each partner's sharedSecret)",
+    )
+    api_cmd.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 (0: any free port)")
+    api_cmd.add_argument("--partners", required=True, metavar="PARTNERS.json", help="records with sharedSecret")
+    api_cmd.add_argument("--world", metavar="WORLD.json", help="{collectionName: [documents]}")
+    api_cmd.add_argument("--deliveries", metavar="LOG.jsonl", help="delivery attempts (`distiller run --log`)")
+    api_cmd.set_defaults(run=run_api)
 
     from distiller import ops, relay
 

@@ -1,0 +1,1 @@
+"""Partner read API (/data): JWT auth, scoped reads, delivery inspection and replay."""

@@ -1,0 +1,392 @@
+"""Partner-scoped reads behind the /data endpoints.
+
+A partner reads exactly what routing would deliver to it. The webhookScope rules live once, in
+`distiller.routing`: `scope_filter` translates a collection's `RoutingFields` (the same table the
+router reads) into a Mongo filter so lists page and count in the database, and every document a
+query returns is then decided again by `routing.matched_link`, the router's own decision. A
+document the filter let through but the router refuses is dropped and logged as an error (it
+means the two disagree, which `tests/integration/test_api_data.py` checks never happens for the
+shapes the data model has). Documents, generated documents and credit reports route through
+their deal(s) with `routing.routing_keys_via_deals`, as in the pipeline.
+
+Something outside the partner's scope reads as absent (`None`): the API answers 404 for both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from distiller.api import dto
+from distiller.delivery_log import DELIVERIES_COLLECTION
+from distiller.ejson import id_string, plain
+from distiller.file_links import FileLinks
+from distiller.lookups import _id_forms
+from distiller.partners import Partner
+from distiller.pipeline import _linked_deal_ids
+from distiller.reducers import REDUCERS
+from distiller.reducers.deals import TITLE_FILES
+from distiller.reducers.signatures import SIGNED_FILES
+from distiller.routing import (
+    ROUTING_FIELDS,
+    RoutingFields,
+    matched_link,
+    owner_reference,
+    routing_keys,
+    routing_keys_via_deals,
+)
+
+logger = logging.getLogger(__name__)
+
+DEALS = "deals"
+OFFERS = "offers"
+LISTINGS = "seller_listings"
+DOCUMENTS = "documents"
+GENERATED_DOCUMENTS = "platoforms_generated_documents"
+CREDIT_REPORTS = "credit_reports"
+
+#: Lists are newest first; `_id` breaks ties so pages never overlap or skip.
+ENTITY_ORDER = [("createdAt", -1), ("_id", -1)]
+DELIVERY_ORDER = [("attemptedAt", -1), ("_id", -1)]
+#: A deal's documents are listed oldest first, as they were added.
+DOCUMENT_ORDER = [("createdAt", 1), ("_id", 1)]
+
+#: The credit report row's files, as the `deal.loan_payoff_docs` event carries them.
+LOAN_PAYOFF_FILES = next(r.files for r in REDUCERS[CREDIT_REPORTS].rows if r.event == "deal.loan_payoff_docs")
+
+
+@dataclass
+class Page:
+    data: list[dict[str, Any]]
+    total: int
+    """Every in-scope document matching the filters, across all pages."""
+
+
+def _forms(value: str) -> list[Any]:
+    """Stored values the router reads as `value`: the string itself, and the ObjectId whose hex it is.
+
+    (The router compares `id_string(value)`; an ObjectId reads as its lowercase hex, so only a
+    canonical hex string has an ObjectId form.)
+    """
+    forms: list[Any] = [value]
+    if ObjectId.is_valid(value) and str(ObjectId(value)) == value:
+        forms.append(ObjectId(value))
+    return forms
+
+
+def scope_filter(
+    partner: Partner, fields: RoutingFields, owner_ids: Iterable[str] | None = None
+) -> dict[str, Any] | None:
+    """The Mongo filter selecting what `routing.matched_link` routes to `partner`; None: nothing.
+
+    The translation of `matched_link` over one collection's `RoutingFields`:
+    - inactive partner: nothing;
+    - scope `appSource`/`both`: an app-source path equals the partnerId;
+    - scope `organization`/`both`, partner with an organizationId: an organization path holds it
+      (as a string or an ObjectId);
+    - with an owner fallback (listings): a document with no organization of its own (every
+      organization path missing, null or "") whose owner reference (`sellerId`) is one of
+      `owner_ids`, the owners (users) in the partner's organization.
+    """
+    if not partner.active:
+        return None
+    clauses: list[dict[str, Any]] = []
+    if partner.webhook_scope != "organization":
+        app_forms = _forms(partner.partner_id)
+        clauses += [{path: {"$in": app_forms}} for path in fields.app_source]
+    if partner.webhook_scope != "appSource" and partner.organization_id:
+        org_forms = _forms(partner.organization_id)
+        clauses += [{path: {"$in": org_forms}} for path in fields.organization]
+        fallback = fields.owner_fallback
+        owners = [form for owner_id in owner_ids or () if owner_id for form in _forms(owner_id)]
+        if fallback is not None and owners:
+            no_own_organization = [{path: {"$in": [None, ""]}} for path in fields.organization]
+            clauses.append({"$and": [*no_own_organization, {fallback.id_path: {"$in": owners}}]})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def _both(*filters: dict[str, Any] | None) -> dict[str, Any]:
+    present = [f for f in filters if f]
+    if not present:
+        return {}
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+def _check_page(page: int, limit: int) -> None:
+    if page < 0:
+        raise ValueError("page: must be 0 or more")
+    if limit < 1:
+        raise ValueError("limit: must be 1 or more")
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A bound without an offset is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+class PartnerData:
+    """The /data reads for one database; every method takes the authenticated partner."""
+
+    def __init__(self, database: Database, file_links: FileLinks | None = None) -> None:
+        self._db = database
+        self._file_links = file_links
+
+    # ----------------------------------------------------------------------------------------
+    # Deals, offers, listings
+    # ----------------------------------------------------------------------------------------
+
+    def list_deals(self, partner: Partner, page: int, limit: int, status: str | None) -> Page:
+        page_of = self._list(partner, DEALS, page, limit, None if status is None else {"status": status})
+        return Page(self._deal_dtos(page_of.data), page_of.total)
+
+    def get_deal(self, partner: Partner, deal_id: str) -> dict[str, Any] | None:
+        deal = self._find(partner, DEALS, deal_id)
+        return None if deal is None else self._deal_dtos([deal])[0]
+
+    def list_offers(self, partner: Partner, page: int, limit: int, status: str | None) -> Page:
+        """`status` is the external vocabulary (`rejected`, `cancelled`), as the offers show it."""
+        where = None if status is None else {"status": {"$in": dto.internal_offer_statuses(status)}}
+        page_of = self._list(partner, OFFERS, page, limit, where)
+        return Page([dto.offer_dto(o) for o in page_of.data], page_of.total)
+
+    def get_offer(self, partner: Partner, offer_id: str) -> dict[str, Any] | None:
+        offer = self._find(partner, OFFERS, offer_id)
+        return None if offer is None else dto.offer_dto(offer)
+
+    def list_listings(self, partner: Partner, page: int, limit: int, status: str | None) -> Page:
+        page_of = self._list(partner, LISTINGS, page, limit, None if status is None else {"status": status})
+        return Page([dto.listing_dto(x) for x in page_of.data], page_of.total)
+
+    def get_listing(self, partner: Partner, listing_id: str) -> dict[str, Any] | None:
+        listing = self._find(partner, LISTINGS, listing_id)
+        return None if listing is None else dto.listing_dto(listing)
+
+    # ----------------------------------------------------------------------------------------
+    # Documents
+    # ----------------------------------------------------------------------------------------
+
+    def deal_documents(self, partner: Partner, deal_id: str) -> dict[str, Any] | None:
+        """Title attachment + `documents` rows + generated documents + loan payoff files of one
+        in-scope deal, every file freshly signed (4 hours)."""
+        deal = self._find(partner, DEALS, deal_id)
+        if deal is None:
+            return None
+        own_id = id_string(plain(deal["_id"])) or ""
+        entries = []
+        for collection in (DOCUMENTS, GENERATED_DOCUMENTS):
+            for document in self._documents_of(collection, own_id):
+                entries.append(dto.deal_document_entry(document, self._signed(SIGNED_FILES(document)), collection))
+        for document in self._documents_of(CREDIT_REPORTS, own_id):
+            files = LOAN_PAYOFF_FILES(document)
+            if files:
+                entries.append(dto.deal_document_entry(document, self._signed(files), CREDIT_REPORTS))
+        return {
+            "deal": {"id": own_id, "guid": plain(deal.get("guid"))},
+            "title": self._signed(TITLE_FILES(deal)),
+            "documents": entries,
+        }
+
+    def document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
+        """A `documents` row, when one of its deals is the partner's."""
+        document = self._db[DOCUMENTS].find_one({"_id": {"$in": _id_forms(document_id)}})
+        if document is None:
+            return None
+        via = self._entitled_deal(partner, DOCUMENTS, document)
+        if via is None:
+            return None
+        return dto.document_dto(document, self._signed(SIGNED_FILES(document)), via)
+
+    def generated_document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
+        """A `platoforms_generated_documents` row, when one of its deals (`sharedDeals`) is the partner's."""
+        document = self._db[GENERATED_DOCUMENTS].find_one({"_id": {"$in": _id_forms(document_id)}})
+        if document is None or self._entitled_deal(partner, GENERATED_DOCUMENTS, document) is None:
+            return None
+        return dto.generated_document_dto(document, self._signed(SIGNED_FILES(document)))
+
+    # ----------------------------------------------------------------------------------------
+    # Delivery log
+    # ----------------------------------------------------------------------------------------
+
+    def list_deliveries(
+        self,
+        partner: Partner,
+        page: int,
+        limit: int,
+        *,
+        status: str | None = None,
+        event: str | None = None,
+        date_from: dt.datetime | None = None,
+        date_to: dt.datetime | None = None,
+        event_id: str | None = None,
+    ) -> Page:
+        """The partner's own attempts, newest first, as `delivery_dto`s; date bounds are inclusive."""
+        _check_page(page, limit)
+        if not partner.active:
+            return Page([], 0)
+        query: dict[str, Any] = {"partnerId": partner.partner_id}
+        if status is not None:
+            query["status"] = status
+        if event is not None:
+            query["event"] = event
+        if event_id is not None:
+            query["eventId"] = event_id
+        if date_from is not None or date_to is not None:
+            bounds: dict[str, Any] = {}
+            if date_from is not None:
+                bounds["$gte"] = _utc(date_from)
+            if date_to is not None:
+                bounds["$lte"] = _utc(date_to)
+            query["attemptedAt"] = bounds
+        collection = self._db[DELIVERIES_COLLECTION]
+        total = collection.count_documents(query)
+        found = collection.find(query).sort(DELIVERY_ORDER).skip(page * limit).limit(limit)
+        return Page([dto.delivery_dto(d) for d in found if self._owns(partner, d)], total)
+
+    def get_delivery(self, partner: Partner, log_id: str) -> dict[str, Any] | None:
+        """The partner's own attempt as stored (payload, eventId, redrive... for a replay);
+        `dto.delivery_dto` gives the response."""
+        if not partner.active:
+            return None
+        found = self._db[DELIVERIES_COLLECTION].find_one(
+            {"_id": {"$in": _id_forms(log_id)}, "partnerId": partner.partner_id}
+        )
+        return found if found is not None and self._owns(partner, found) else None
+
+    # ----------------------------------------------------------------------------------------
+    # Scoping
+    # ----------------------------------------------------------------------------------------
+
+    def _scope(self, partner: Partner, collection: str) -> dict[str, Any] | None:
+        fields = ROUTING_FIELDS[collection]
+        return scope_filter(partner, fields, self._owner_ids(partner, fields))
+
+    def _owner_ids(self, partner: Partner, fields: RoutingFields) -> list[str] | None:
+        """Ids of the owners (users) in the partner's organization, for the owner fallback."""
+        fallback = fields.owner_fallback
+        if fallback is None or not partner.active or partner.webhook_scope == "appSource":
+            return None
+        if not partner.organization_id:
+            return None
+        found = self._db[fallback.collection].find(
+            {fallback.organization_path: {"$in": _forms(partner.organization_id)}}, {"_id": 1}
+        )
+        return [owner_id for owner_id in (id_string(plain(d["_id"])) for d in found) if owner_id]
+
+    def _list(self, partner: Partner, collection: str, page: int, limit: int, where: dict[str, Any] | None) -> Page:
+        _check_page(page, limit)
+        scope = self._scope(partner, collection)
+        if scope is None:
+            return Page([], 0)
+        query = _both(scope, where)
+        total = self._db[collection].count_documents(query)
+        found = list(self._db[collection].find(query).sort(ENTITY_ORDER).skip(page * limit).limit(limit))
+        return Page(self._routed(partner, collection, found), total)
+
+    def _find(self, partner: Partner, collection: str, entity_id: str) -> dict[str, Any] | None:
+        scope = self._scope(partner, collection)
+        if scope is None:
+            return None
+        found = self._db[collection].find_one(_both({"_id": {"$in": _id_forms(entity_id)}}, scope))
+        if found is None:
+            return None
+        return found if self._routed(partner, collection, [found]) else None
+
+    def _routed(self, partner: Partner, collection: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The documents the router sends to `partner` (the filter's result, decided again)."""
+        fields = ROUTING_FIELDS[collection]
+        references = [owner_reference(fields, d) for d in documents]
+        wanted: dict[str, set[str]] = {}
+        for reference in references:
+            if reference is not None:
+                wanted.setdefault(reference[0], set()).add(reference[1])
+        owners = {name: self._by_ids(name, ids) for name, ids in wanted.items()}
+        kept = []
+        for document, reference in zip(documents, references, strict=True):
+            owner = owners[reference[0]].get(reference[1]) if reference is not None else None
+            if matched_link(partner, routing_keys(fields, document, owner)) is not None:
+                kept.append(document)
+            else:
+                logger.error(
+                    "scope filter admitted %s %s for partner %s but the router does not route it: dropped",
+                    collection,
+                    id_string(plain(document.get("_id"))),
+                    partner.partner_id,
+                )
+        return kept
+
+    def _entitled_deal(self, partner: Partner, collection: str, document: dict[str, Any]) -> str | None:
+        """The first of the document's deals through which the partner is entitled to it, or None."""
+        deal_ids = _linked_deal_ids(REDUCERS[collection], document)
+        if not deal_ids:
+            return None
+        deals = self._by_ids(DEALS, deal_ids)
+        union, per_deal = routing_keys_via_deals([(deal_id, deals.get(deal_id)) for deal_id in deal_ids])
+        if matched_link(partner, union) is None:
+            return None
+        return next((deal_id for deal_id, keys in per_deal if matched_link(partner, keys) is not None), None)
+
+    @staticmethod
+    def _owns(partner: Partner, log_document: dict[str, Any]) -> bool:
+        if log_document.get("partnerId") == partner.partner_id:
+            return True
+        logger.error("delivery log query returned another partner's attempt %s: dropped", log_document.get("_id"))
+        return False
+
+    # ----------------------------------------------------------------------------------------
+    # Helpers
+    # ----------------------------------------------------------------------------------------
+
+    def _by_ids(self, collection: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Documents by id (hex string or plain id), in one query, keyed as the router keys them."""
+        wanted = sorted({i for i in ids if i})
+        if not wanted:
+            return {}
+        query = {"_id": {"$in": [form for doc_id in wanted for form in _id_forms(doc_id)]}}
+        return {id_string(plain(d["_id"])) or "": d for d in self._db[collection].find(query)}
+
+    def _documents_of(self, collection: str, deal_id: str) -> list[dict[str, Any]]:
+        """Rows of `collection` (and its aliases) linked to `deal_id` through the reducer's deal fields."""
+        reducer = REDUCERS[collection]
+        forms = _forms(deal_id)
+        query = {"$or": [{path: {"$in": forms}} for path in reducer.linked_deals]}
+        rows = []
+        for name in (reducer.collection, *reducer.aliases):
+            for document in self._db[name].find(query).sort(DOCUMENT_ORDER):
+                if deal_id in _linked_deal_ids(reducer, document):
+                    rows.append(document)
+                else:
+                    logger.error("%s %s matched deal %s by query only: dropped", name, document.get("_id"), deal_id)
+        return rows
+
+    def _deal_dtos(self, deals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`dto.deal_dto` for each deal, its `documents[]` references completed from their rows
+        (only rows that belong to that deal), in one query for the page."""
+        referenced = {
+            ref
+            for deal in deals
+            for item in (deal.get("documents") if isinstance(deal.get("documents"), list) else [])
+            if (ref := dto.document_reference(item))
+        }
+        rows = self._by_ids(DOCUMENTS, referenced)
+        reducer = REDUCERS[DOCUMENTS]
+        out = []
+        for deal in deals:
+            own_id = id_string(plain(deal.get("_id")))
+            mine = {doc_id: row for doc_id, row in rows.items() if own_id in _linked_deal_ids(reducer, row)}
+            out.append(dto.deal_dto(deal, mine))
+        return out
+
+    def _signed(self, files: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        links = self._file_links
+        return [dto.file_dto(key, links.link(key, filename) if links is not None else None) for key, filename in files]
+
+
+__all__ = ["Page", "PartnerData", "scope_filter"]

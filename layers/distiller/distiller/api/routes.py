@@ -1,0 +1,255 @@
+"""The /data routes: powertools' REST resolver, its validation and its OpenAPI generation.
+
+Every route authenticates first (JWT, `p` = the path's partnerId), then reads through
+`PartnerData`, which applies the same webhookScope rules as the distiller's router. Anything
+outside the partner's scope is 404, exactly like something that does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authenticate
+from distiller.api.data import PartnerData
+from distiller.api.dto import delivery_dto
+from distiller.delivery import DeliveryMessage
+from distiller.ejson import iso_utc
+from distiller.file_links import FileLinks
+from distiller.partners import Partner
+from distiller.queues import MessageQueue, OutgoingMessage
+
+API_TITLE = "PrivateAuto Partner API: /data"
+API_VERSION = "1.1.2"
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
+
+DELIVERY_STATUSES = ("delivered", "failed", "skipped")
+
+app = APIGatewayRestResolver(enable_validation=True)
+
+
+@dataclass
+class ApiRuntime:
+    data: PartnerData
+    partners: Callable[[], list[Partner]]
+    secrets: SharedSecrets
+    auth: AuthSettings
+    replay_queue: MessageQueue | None = None
+    file_links: FileLinks | None = None
+
+
+_runtime: ApiRuntime | None = None
+
+
+def use_runtime(runtime: ApiRuntime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def _rt() -> ApiRuntime:
+    if _runtime is None:
+        raise RuntimeError("the API runtime is not configured")
+    return _runtime
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(status, content_types.APPLICATION_JSON, json.dumps(body, default=str))
+
+
+@app.exception_handler(AuthError)
+def _auth_error(error: AuthError) -> Response:
+    return _json(error.status, {"error": error.message})
+
+
+@app.exception_handler(NotFound)
+def _not_found(error: NotFound) -> Response:
+    return _json(404, {"error": str(error)})
+
+
+@app.exception_handler(BadRequest)
+def _bad_request(error: BadRequest) -> Response:
+    return _json(400, {"error": str(error)})
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid(error: RequestValidationError) -> Response:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in error.errors()
+    )
+    return _json(400, {"error": problems or "invalid request"})
+
+
+def _partner(partner_id: str) -> Partner:
+    """Authenticate the request for `partner_id` and return its record (401/403 otherwise)."""
+    rt = _rt()
+    headers = app.current_event.headers or {}
+    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    authenticate(authorization, partner_id, rt.secrets.shared_secret(partner_id), rt.auth)
+    partner = next((p for p in rt.partners() if p.partner_id == partner_id), None)
+    if partner is None:
+        raise AuthError(401, "invalid token")
+    if not partner.active:
+        raise AuthError(403, "partner is inactive")
+    return partner
+
+
+Page = Annotated[int, Query(alias="_page", ge=0, description="Zero-based page index")]
+Limit = Annotated[int, Query(alias="_limit", ge=1, description="Page size (at most 100; larger values are capped)")]
+Status = Annotated[str | None, Query(description="Filter by status")]
+
+
+def _page(result: Any, page: int, limit: int) -> dict[str, Any]:
+    return {
+        "data": result.data,
+        "_meta": {"page": page, "limit": limit, "total": result.total, "hasMore": (page + 1) * limit < result.total},
+    }
+
+
+def _found(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    if value is None:
+        raise NotFound(f"{what} not found")
+    return value
+
+
+@app.get("/data/deals/<partnerId>", summary="List the partner's deals")
+def list_deals(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
+    partner = _partner(partnerId)
+    limit = min(_limit_, MAX_LIMIT)
+    return _page(_rt().data.list_deals(partner, _page_, limit, status), _page_, limit)
+
+
+@app.get("/data/deals/<partnerId>/<dealId>", summary="One deal (PartnerDealResponse)")
+def get_deal(partnerId: str, dealId: str) -> dict:
+    return _found(_rt().data.get_deal(_partner(partnerId), dealId), "deal")
+
+
+@app.get("/data/deals/<partnerId>/<dealId>/documents", summary="Every document on a deal, freshly signed")
+def deal_documents(partnerId: str, dealId: str) -> dict:
+    return _found(_rt().data.deal_documents(_partner(partnerId), dealId), "deal")
+
+
+@app.get("/data/offers/<partnerId>", summary="List the partner's offers")
+def list_offers(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
+    partner = _partner(partnerId)
+    limit = min(_limit_, MAX_LIMIT)
+    return _page(_rt().data.list_offers(partner, _page_, limit, status), _page_, limit)
+
+
+@app.get("/data/offers/<partnerId>/<offerId>", summary="One offer (PartnerOfferResponse)")
+def get_offer(partnerId: str, offerId: str) -> dict:
+    return _found(_rt().data.get_offer(_partner(partnerId), offerId), "offer")
+
+
+@app.get("/data/listings/<partnerId>", summary="List the partner's listings")
+def list_listings(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
+    partner = _partner(partnerId)
+    limit = min(_limit_, MAX_LIMIT)
+    return _page(_rt().data.list_listings(partner, _page_, limit, status), _page_, limit)
+
+
+@app.get("/data/listings/<partnerId>/<listingId>", summary="One listing (PartnerListingResponse)")
+def get_listing(partnerId: str, listingId: str) -> dict:
+    return _found(_rt().data.get_listing(_partner(partnerId), listingId), "listing")
+
+
+@app.get("/data/documents/<partnerId>/<documentId>", summary="One document (documents collection)")
+def get_document(partnerId: str, documentId: str) -> dict:
+    return _found(_rt().data.document(_partner(partnerId), documentId), "document")
+
+
+@app.get("/data/generated-documents/<partnerId>/<documentId>", summary="One generated document")
+def get_generated_document(partnerId: str, documentId: str) -> dict:
+    return _found(_rt().data.generated_document(_partner(partnerId), documentId), "generated document")
+
+
+def _instant(name: str, text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(f"{name}: not an ISO 8601 date-time: {text!r}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@app.get("/data/webhook-deliveries/<partnerId>", summary="The partner's webhook delivery attempts, newest first")
+def list_deliveries(
+    partnerId: str,
+    _page_: Page = 0,
+    _limit_: Limit = DEFAULT_LIMIT,
+    status: Annotated[str | None, Query(description="delivered, failed or skipped")] = None,
+    event: Annotated[str | None, Query(description="Event name, e.g. deal.created")] = None,
+    dateFrom: Annotated[str | None, Query(description="ISO 8601: attempts at or after")] = None,
+    dateTo: Annotated[str | None, Query(description="ISO 8601: attempts at or before")] = None,
+    eventId: Annotated[str | None, Query(description="The delivery's eventId (X-PA-Event-Id)")] = None,
+) -> dict:
+    partner = _partner(partnerId)
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise BadRequest(f"status: must be one of {', '.join(DELIVERY_STATUSES)}")
+    date_from, date_to = _instant("dateFrom", dateFrom), _instant("dateTo", dateTo)
+    if date_from and date_to and date_from > date_to:
+        raise BadRequest("dateFrom: must not be after dateTo")
+    limit = min(_limit_, MAX_LIMIT)
+    result = _rt().data.list_deliveries(
+        partner, _page_, limit, status=status, event=event, date_from=date_from, date_to=date_to, event_id=eventId
+    )
+    return _page(result, _page_, limit)
+
+
+@app.get("/data/webhook-deliveries/<partnerId>/<logId>", summary="One delivery attempt with its dispatched body")
+def get_delivery(partnerId: str, logId: str) -> dict:
+    return delivery_dto(_found(_rt().data.get_delivery(_partner(partnerId), logId), "delivery"))
+
+
+@app.post(
+    "/data/webhook-deliveries/<partnerId>/<logId>/replay",
+    summary="Deliver this event again, with the same eventId (document links freshly signed)",
+)
+def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
+    rt = _rt()
+    attempt = _found(rt.data.get_delivery(_partner(partnerId), logId), "delivery")
+    now = dt.datetime.now(dt.UTC)
+    payload = dict(attempt.get("payload") or {})
+    if rt.file_links is not None and isinstance(payload.get("documents"), list):
+        payload["documents"] = [_resigned(rt.file_links, d) for d in payload["documents"]]
+    message = DeliveryMessage(
+        partner_id=attempt["partnerId"],
+        event=attempt["event"],
+        event_id=attempt["eventId"],
+        event_key=str(payload.get("eventKey") or attempt.get("eventKey") or ""),
+        payload=payload,
+        emitted_at=iso_utc(now),
+        # A new round of attempts, distinct from every earlier one (so it is POSTed even if the
+        # event was delivered before): the replay's request time, in seconds.
+        redrive=max(int(now.timestamp()), int(attempt.get("redrive") or 0) + 1),
+    )
+    if rt.replay_queue is None or rt.replay_queue.send([OutgoingMessage(message.to_body())]):
+        return {"error": "the delivery queue is unavailable; try again"}, 503
+    return {"status": "queued", "eventId": message.event_id, "event": message.event}, 202
+
+
+def _resigned(file_links: FileLinks, document: Any) -> Any:
+    if not isinstance(document, dict) or not isinstance(document.get("signedUrl"), str):
+        return document
+    fresh = file_links.link(document["signedUrl"].split("?", 1)[0], str(document.get("filename") or ""))
+    return fresh if fresh.get("expiresAt") else document
+
+
+def openapi_document() -> dict[str, Any]:
+    return json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))

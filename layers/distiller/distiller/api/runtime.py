@@ -1,0 +1,37 @@
+"""Building the API's runtime from the environment (deployed) or from local files (`distiller api`)."""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+
+from distiller.api.auth import AuthSettings, SecretsManagerSharedSecrets
+from distiller.api.data import PartnerData
+from distiller.api.routes import ApiRuntime
+from distiller.file_links import FileLinks
+from distiller.lookups import MongoLookups
+from distiller.mongo import connect_database
+from distiller.partner_secrets import DEFAULT_PREFIX
+from distiller.queues import SqsQueue
+from distiller.settings import MongoSettings, _Env
+
+
+def api_runtime_from_env() -> ApiRuntime:
+    env = _Env(None)
+    database = connect_database(MongoSettings.from_env())
+    file_links = FileLinks(
+        boto3.client("s3", config=Config(signature_version="s3v4")),
+        env.required("DOCUMENTS_BUCKET", "S3 bucket holding deal documents, for signed links"),
+        env.text("DOCUMENTS_KEY_PREFIX", ""),
+    )
+    return ApiRuntime(
+        data=PartnerData(database, file_links),
+        partners=MongoLookups(database, ttl_seconds=env.number("LOOKUP_TTL_SECONDS", 60.0)).partners,
+        secrets=SecretsManagerSharedSecrets(env.text("PARTNER_SECRETS_PREFIX", DEFAULT_PREFIX)),
+        auth=AuthSettings(
+            max_lifetime_seconds=int(env.number("JWT_MAX_LIFETIME_SECONDS", 900, minimum=1)),
+            leeway_seconds=int(env.number("JWT_LEEWAY_SECONDS", 30)),
+        ),
+        replay_queue=SqsQueue(boto3.client("sqs"), env.required("DELIVERY_QUEUE_URL", "URL of the delivery queue")),
+        file_links=file_links,
+    )
