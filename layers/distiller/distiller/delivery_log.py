@@ -73,6 +73,43 @@ def log_line(document: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Newest first, ties by insertion: the order of the webhook-deliveries endpoint and the CLI.
+NEWEST_FIRST = [("attemptedAt", DESCENDING), ("_id", DESCENDING)]
+
+
+def attempts_query(
+    partner_id: str,
+    *,
+    status: str | None = None,
+    event: str | None = None,
+    date_from: dt.datetime | None = None,
+    date_to: dt.datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """The Mongo filter for one partner's attempts, as the spec's webhook-deliveries filters read:
+    `dateFrom`/`dateTo` are inclusive bounds on `attemptedAt` (UTC when no offset is given)."""
+    query: dict[str, Any] = {"partnerId": partner_id}
+    if status is not None:
+        query["status"] = status
+    if event is not None:
+        query["event"] = event
+    if event_id is not None:
+        query["eventId"] = event_id
+    bounds: dict[str, dt.datetime] = {}
+    if date_from is not None:
+        bounds["$gte"] = as_utc(date_from)
+    if date_to is not None:
+        bounds["$lte"] = as_utc(date_to)
+    if bounds:
+        query["attemptedAt"] = bounds
+    return query
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A datetime in UTC; one without an offset is taken to be UTC already."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 class DeliveryLog(Protocol):
     def record(self, attempt: DeliveryAttempt) -> None: ...
 

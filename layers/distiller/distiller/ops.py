@@ -51,7 +51,7 @@ from typing import IO, Any, Literal, TextIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from distiller.delivery import DeliveryMessage, DeliveryMessageError
-from distiller.delivery_log import DELIVERIES_COLLECTION, log_line
+from distiller.delivery_log import DELIVERIES_COLLECTION, NEWEST_FIRST, as_utc, attempts_query, log_line
 from distiller.queues import OutgoingMessage, _pack
 
 logger = logging.getLogger(__name__)
@@ -436,12 +436,8 @@ def _check_filters(
         raise ValueError(f"status {status!r} is not one of {', '.join(DELIVERY_STATUSES)}")
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    if since is not None and until is not None and _utc(since) > _utc(until):
+    if since is not None and until is not None and as_utc(since) > as_utc(until):
         raise ValueError("since is after until: nothing can match")
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def list_deliveries(
@@ -461,21 +457,8 @@ def list_deliveries(
     (inclusive bounds on `attemptedAt`). Raises ValueError for an unknown status or bad bounds.
     """
     _check_filters(partner_id, status, since, until, limit)
-    query: dict[str, Any] = {"partnerId": partner_id}
-    if status is not None:
-        query["status"] = status
-    if event is not None:
-        query["event"] = event
-    if event_id is not None:
-        query["eventId"] = event_id
-    if since is not None or until is not None:
-        bounds: dict[str, dt.datetime] = {}
-        if since is not None:
-            bounds["$gte"] = _utc(since)
-        if until is not None:
-            bounds["$lte"] = _utc(until)
-        query["attemptedAt"] = bounds
-    cursor = collection.find(query, sort=[("attemptedAt", -1), ("_id", -1)], limit=limit)
+    query = attempts_query(partner_id, status=status, event=event, date_from=since, date_to=until, event_id=event_id)
+    cursor = collection.find(query, sort=NEWEST_FIRST, limit=limit)
     return [log_line(document) for document in cursor]
 
 
@@ -525,8 +508,8 @@ def list_logged_deliveries(
 ) -> list[dict[str, Any]]:
     """`list_deliveries` over a `--log` file's attempts: the same filters and order."""
     _check_filters(partner_id, status, since, until, limit)
-    low = _utc(since) if since is not None else None
-    high = _utc(until) if until is not None else None
+    low = as_utc(since) if since is not None else None
+    high = as_utc(until) if until is not None else None
     wanted = {"partnerId": partner_id, "status": status, "event": event, "eventId": event_id}
     matching = [
         a

@@ -24,7 +24,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from distiller.api import dto
-from distiller.delivery_log import DELIVERIES_COLLECTION
+from distiller.delivery_log import DELIVERIES_COLLECTION, NEWEST_FIRST, attempts_query
 from distiller.ejson import id_string, plain
 from distiller.file_links import FileLinks
 from distiller.lookups import _id_forms
@@ -53,7 +53,6 @@ CREDIT_REPORTS = "credit_reports"
 
 #: Lists are newest first; `_id` breaks ties so pages never overlap or skip.
 ENTITY_ORDER = [("createdAt", -1), ("_id", -1)]
-DELIVERY_ORDER = [("attemptedAt", -1), ("_id", -1)]
 #: A deal's documents are listed oldest first, as they were added.
 DOCUMENT_ORDER = [("createdAt", 1), ("_id", 1)]
 
@@ -125,11 +124,6 @@ def _check_page(page: int, limit: int) -> None:
         raise ValueError("page: must be 0 or more")
     if limit < 1:
         raise ValueError("limit: must be 1 or more")
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    """A bound without an offset is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 class PartnerData:
@@ -231,23 +225,12 @@ class PartnerData:
         _check_page(page, limit)
         if not partner.active:
             return Page([], 0)
-        query: dict[str, Any] = {"partnerId": partner.partner_id}
-        if status is not None:
-            query["status"] = status
-        if event is not None:
-            query["event"] = event
-        if event_id is not None:
-            query["eventId"] = event_id
-        if date_from is not None or date_to is not None:
-            bounds: dict[str, Any] = {}
-            if date_from is not None:
-                bounds["$gte"] = _utc(date_from)
-            if date_to is not None:
-                bounds["$lte"] = _utc(date_to)
-            query["attemptedAt"] = bounds
+        query = attempts_query(
+            partner.partner_id, status=status, event=event, date_from=date_from, date_to=date_to, event_id=event_id
+        )
         collection = self._db[DELIVERIES_COLLECTION]
         total = collection.count_documents(query)
-        found = collection.find(query).sort(DELIVERY_ORDER).skip(page * limit).limit(limit)
+        found = collection.find(query).sort(NEWEST_FIRST).skip(page * limit).limit(limit)
         return Page([dto.delivery_dto(d) for d in found if self._owns(partner, d)], total)
 
     def get_delivery(self, partner: Partner, log_id: str) -> dict[str, Any] | None:

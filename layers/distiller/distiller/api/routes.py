@@ -121,6 +121,13 @@ def _page(result: Any, page: int, limit: int) -> dict[str, Any]:
     }
 
 
+def _listed(partner_id: str, page: int, limit: int, read: Callable[[Partner, int], Any]) -> dict[str, Any]:
+    """Authenticate, cap the page size at 100, read, and wrap in `{data, _meta}`."""
+    partner = _partner(partner_id)
+    limit = min(limit, MAX_LIMIT)
+    return _page(read(partner, limit), page, limit)
+
+
 def _found(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
     if value is None:
         raise NotFound(f"{what} not found")
@@ -129,9 +136,9 @@ def _found(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
 
 @app.get("/data/deals/<partnerId>", summary="List the partner's deals")
 def list_deals(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
-    partner = _partner(partnerId)
-    limit = min(_limit_, MAX_LIMIT)
-    return _page(_rt().data.list_deals(partner, _page_, limit, status), _page_, limit)
+    return _listed(
+        partnerId, _page_, _limit_, lambda partner, limit: _rt().data.list_deals(partner, _page_, limit, status)
+    )
 
 
 @app.get("/data/deals/<partnerId>/<dealId>", summary="One deal (PartnerDealResponse)")
@@ -146,9 +153,9 @@ def deal_documents(partnerId: str, dealId: str) -> dict:
 
 @app.get("/data/offers/<partnerId>", summary="List the partner's offers")
 def list_offers(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
-    partner = _partner(partnerId)
-    limit = min(_limit_, MAX_LIMIT)
-    return _page(_rt().data.list_offers(partner, _page_, limit, status), _page_, limit)
+    return _listed(
+        partnerId, _page_, _limit_, lambda partner, limit: _rt().data.list_offers(partner, _page_, limit, status)
+    )
 
 
 @app.get("/data/offers/<partnerId>/<offerId>", summary="One offer (PartnerOfferResponse)")
@@ -158,9 +165,9 @@ def get_offer(partnerId: str, offerId: str) -> dict:
 
 @app.get("/data/listings/<partnerId>", summary="List the partner's listings")
 def list_listings(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
-    partner = _partner(partnerId)
-    limit = min(_limit_, MAX_LIMIT)
-    return _page(_rt().data.list_listings(partner, _page_, limit, status), _page_, limit)
+    return _listed(
+        partnerId, _page_, _limit_, lambda partner, limit: _rt().data.list_listings(partner, _page_, limit, status)
+    )
 
 
 @app.get("/data/listings/<partnerId>/<listingId>", summary="One listing (PartnerListingResponse)")
