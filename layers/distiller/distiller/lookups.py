@@ -33,7 +33,7 @@ class Lookups(Protocol):
     def documents(self, collection: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
 
 
-def _id_forms(value: str) -> list[Any]:
+def id_forms(value: str) -> list[Any]:
     """A reference may be stored as an ObjectId or as its hex string; match both."""
     forms: list[Any] = [value]
     if ObjectId.is_valid(value):
@@ -93,7 +93,7 @@ class MongoLookups:
             else:
                 missing.append(doc_id)
         if missing:
-            query = {"_id": {"$in": [form for doc_id in missing for form in _id_forms(doc_id)]}}
+            query = {"_id": {"$in": [form for doc_id in missing for form in id_forms(doc_id)]}}
             try:
                 self.queries += 1
                 fetched = {id_string(doc["_id"]): doc for doc in self._db[collection].find(query)}

@@ -52,7 +52,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from distiller.delivery import DeliveryMessage, DeliveryMessageError
 from distiller.delivery_log import DELIVERIES_COLLECTION, NEWEST_FIRST, as_utc, attempts_query, log_line
-from distiller.queues import OutgoingMessage, _pack
+from distiller.queues import OutgoingMessage, pack_batches
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def _send(client: Any, url: str, bodies: list[str]) -> dict[int, str]:
     """Send; return index -> error for the bodies that were not sent."""
     failed: dict[int, str] = {}
     outgoing = [OutgoingMessage(body) for body in bodies]
-    for group in _pack(outgoing):
+    for group in pack_batches(outgoing):
         entries = [{"Id": str(index), "MessageBody": bodies[index]} for index in group]
         try:
             response = client.send_message_batch(QueueUrl=url, Entries=entries)

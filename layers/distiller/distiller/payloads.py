@@ -16,7 +16,7 @@ from distiller.transitions import MISSING, value_at
 OFFER_STATUS_FOR_PARTNERS = {"declined": "rejected", "deleted": "cancelled"}
 
 
-def _get(document: dict[str, Any], *paths: str) -> Any:
+def field_value(document: dict[str, Any], *paths: str) -> Any:
     """First present value among `paths` as plain JSON, else None."""
     for path in paths:
         value = value_at(document, path)
@@ -25,7 +25,7 @@ def _get(document: dict[str, Any], *paths: str) -> Any:
     return None
 
 
-def _id(document: dict[str, Any], *paths: str) -> str | None:
+def field_id(document: dict[str, Any], *paths: str) -> str | None:
     for path in paths:
         value = value_at(document, path)
         if value is not MISSING and value is not None:
@@ -36,12 +36,12 @@ def _id(document: dict[str, Any], *paths: str) -> str | None:
 def deal_payload(deal: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Deal event payload: id, guid, status, amount, buyerId, sellerId."""
     return {
-        "id": _id(deal, "_id"),
-        "guid": _get(deal, "guid"),
-        "status": _get(deal, "status"),
-        "amount": _get(deal, "payment.privateAutoPay.amount", "amount"),
-        "buyerId": _id(deal, "buyer.id", "buyerId"),
-        "sellerId": _id(deal, "seller.id", "sellerId"),
+        "id": field_id(deal, "_id"),
+        "guid": field_value(deal, "guid"),
+        "status": field_value(deal, "status"),
+        "amount": field_value(deal, "payment.privateAutoPay.amount", "amount"),
+        "buyerId": field_id(deal, "buyer.id", "buyerId"),
+        "sellerId": field_id(deal, "seller.id", "sellerId"),
     }
 
 
@@ -57,30 +57,30 @@ def offer_payload(offer: dict[str, Any], detail: dict[str, Any] | None = None) -
     (`listing`/`offeredBy`/`offeredTo` vs `listingId`/`offeredByUserId`/`offeredToUserId`);
     both are read.
     """
-    status = _get(offer, "status")
+    status = field_value(offer, "status")
     return {
-        "id": _id(offer, "_id"),
-        "guid": _get(offer, "guid"),
+        "id": field_id(offer, "_id"),
+        "guid": field_value(offer, "guid"),
         "status": OFFER_STATUS_FOR_PARTNERS.get(status, status) if isinstance(status, str) else status,
-        "listingId": _id(offer, "listingId", "listing"),
-        "amount": _get(offer, "price", "amount"),
-        "buyerId": _id(offer, "offeredByUserId", "offeredBy"),
-        "sellerId": _id(offer, "offeredToUserId", "offeredTo"),
+        "listingId": field_id(offer, "listingId", "listing"),
+        "amount": field_value(offer, "price", "amount"),
+        "buyerId": field_id(offer, "offeredByUserId", "offeredBy"),
+        "sellerId": field_id(offer, "offeredToUserId", "offeredTo"),
     }
 
 
 def listing_payload(listing: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Listing event payload; `ownershipType`/`vehicleHaveLien` only when ownership is declared."""
     payload = {
-        "id": _id(listing, "_id"),
-        "status": _get(listing, "status"),
-        "vin": _get(listing, "vehicle.vin", "vin"),
-        "year": _get(listing, "vehicle.year", "year"),
-        "make": _get(listing, "vehicle.make", "make"),
-        "model": _get(listing, "vehicle.model", "model"),
-        "trim": _get(listing, "vehicle.trim", "trim"),
-        "price": _get(listing, "price"),
-        "sellerId": _id(listing, "sellerId"),
+        "id": field_id(listing, "_id"),
+        "status": field_value(listing, "status"),
+        "vin": field_value(listing, "vehicle.vin", "vin"),
+        "year": field_value(listing, "vehicle.year", "year"),
+        "make": field_value(listing, "vehicle.make", "make"),
+        "model": field_value(listing, "vehicle.model", "model"),
+        "trim": field_value(listing, "vehicle.trim", "trim"),
+        "price": field_value(listing, "price"),
+        "sellerId": field_id(listing, "sellerId"),
     }
     for name in ("ownershipType", "vehicleHaveLien"):
         value = value_at(listing, f"ownershipInfo.{name}")
@@ -92,14 +92,14 @@ def listing_payload(listing: dict[str, Any], detail: dict[str, Any] | None = Non
 def user_payload(user: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """User event payload: id, email, firstName, lastName (top level, else under userDetails)."""
     return {
-        "id": _id(user, "_id"),
-        "email": _get(user, "email", "userDetails.email"),
-        "firstName": _get(user, "firstName", "userDetails.firstName"),
-        "lastName": _get(user, "lastName", "userDetails.lastName"),
+        "id": field_id(user, "_id"),
+        "email": field_value(user, "email", "userDetails.email"),
+        "firstName": field_value(user, "firstName", "userDetails.firstName"),
+        "lastName": field_value(user, "lastName", "userDetails.lastName"),
     }
 
 
-def _signers(document: dict[str, Any]) -> list[dict[str, Any]]:
+def signers_of(document: dict[str, Any]) -> list[dict[str, Any]]:
     """Every signer slot, in slot order: `signerRole` and `signedAt` (null until signed)."""
     slots = value_at(document, "manualSignatures")
     if not isinstance(slots, list):
@@ -116,10 +116,10 @@ def _signers(document: dict[str, Any]) -> list[dict[str, Any]]:
 def signature_payload(document: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """`document.*` payload: id, dealId, docClassification, signers (+ `slot` that was just signed)."""
     payload = {
-        "id": _id(document, "_id"),
-        "dealId": _id(document, "dealId", "deal", "sharedDeals.0"),
-        "docClassification": _get(document, "docClassification"),
-        "signers": _signers(document),
+        "id": field_id(document, "_id"),
+        "dealId": field_id(document, "dealId", "deal", "sharedDeals.0"),
+        "docClassification": field_value(document, "docClassification"),
+        "signers": signers_of(document),
     }
     if detail and "slot" in detail:
         payload["slot"] = detail["slot"]
@@ -129,19 +129,19 @@ def signature_payload(document: dict[str, Any], detail: dict[str, Any] | None = 
 def approved_document_payload(document: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Legacy `deal.poa_approved` / `deal.bill_of_sale_approved`: the document, not the deal."""
     return {
-        "id": _id(document, "_id"),
-        "dealId": _id(document, "dealId", "deal", "sharedDeals.0"),
-        "status": _get(document, "status"),
-        "docClassification": _get(document, "docClassification"),
+        "id": field_id(document, "_id"),
+        "dealId": field_id(document, "dealId", "deal", "sharedDeals.0"),
+        "status": field_value(document, "status"),
+        "docClassification": field_value(document, "docClassification"),
     }
 
 
 def credit_report_payload(report: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Loan-payoff events reference the credit report by id (not the deal id), plus its dealId."""
     return {
-        "id": _id(report, "_id"),
-        "dealId": _id(report, "dealId", "deal"),
-        "status": _get(report, "manualPayoffInfo.status"),
+        "id": field_id(report, "_id"),
+        "dealId": field_id(report, "dealId", "deal"),
+        "status": field_value(report, "manualPayoffInfo.status"),
     }
 
 

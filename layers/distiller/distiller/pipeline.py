@@ -233,7 +233,7 @@ def _resolve_owners(work: list[_Work], lookups: Lookups) -> None:
             logger.warning("owner %s %s of %s not found", collection, owner_id, work[i].change.origin)
 
 
-def _linked_deal_ids(reducer: Reducer, document: dict[str, Any]) -> list[str]:
+def linked_deal_ids(reducer: Reducer, document: dict[str, Any]) -> list[str]:
     ids: list[str] = []
     for path in reducer.linked_deals:
         value = value_at(document, path)
@@ -255,7 +255,7 @@ def _resolve_linked_deals(
     wanted: set[str] = set()
     for w in work:
         if w.reducer.linked_deals and w.document is not None:
-            w.linked = [(deal_id, None) for deal_id in _linked_deal_ids(w.reducer, w.document)]
+            w.linked = [(deal_id, None) for deal_id in linked_deal_ids(w.reducer, w.document)]
             wanted.update(deal_id for deal_id, _ in w.linked)
     if not wanted:
         return

@@ -49,7 +49,7 @@ class SqsQueue:
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[int]:
         failed: list[int] = []
-        for batch in _pack(messages):
+        for batch in pack_batches(messages):
             entries = [
                 {
                     "Id": str(index),
@@ -75,7 +75,7 @@ class SqsQueue:
         return not self.send([OutgoingMessage(body)])
 
 
-def _pack(messages: Sequence[OutgoingMessage]) -> list[list[int]]:
+def pack_batches(messages: Sequence[OutgoingMessage]) -> list[list[int]]:
     """Indices grouped into batches of at most 10 entries and 1 MiB of bodies."""
     batches: list[list[int]] = []
     current: list[int] = []

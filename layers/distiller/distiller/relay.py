@@ -31,7 +31,7 @@ from bson import Timestamp, json_util
 from pymongo.errors import OperationFailure, PyMongoError
 
 from distiller.queues import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MessageQueue, OutgoingMessage
-from distiller.settings import MongoSettings, SettingsError, _Env
+from distiller.settings import Env, MongoSettings, SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -523,7 +523,7 @@ class RelaySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        e = _Env(env)
+        e = Env(env)
         raw = e.text("RELAY_COLLECTIONS", ",".join(DEFAULT_COLLECTIONS))
         collections = tuple(c.strip() for c in raw.split(",") if c.strip())
         if not collections:

@@ -18,7 +18,7 @@ class SettingsError(RuntimeError):
     """A required setting is missing or malformed; the message names the variable."""
 
 
-class _Env:
+class Env:
     def __init__(self, env: Mapping[str, str] | None) -> None:
         self._env = dict(os.environ) if env is None else dict(env)
 
@@ -61,7 +61,7 @@ class MongoSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        e = _Env(env)
+        e = Env(env)
         return cls(
             uri_secret=e.required("MONGODB_URI_SECRET", "Secrets Manager name or ARN of the Mongo URI"),
             database=e.text("MONGODB_DATABASE", "privateauto"),
@@ -78,7 +78,7 @@ class DistillerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        e = _Env(env)
+        e = Env(env)
         return cls(
             delivery_queue_url=e.required("DELIVERY_QUEUE_URL", "URL of the delivery queue"),
             ingest_dead_letter_queue_url=e.required("INGEST_DLQ_URL", "URL of the ingest dead-letter queue"),
@@ -102,7 +102,7 @@ class DispatcherSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        e = _Env(env)
+        e = Env(env)
         return cls(
             retry_queue_url=e.required("RETRY_QUEUE_URL", "URL of the retry queue"),
             dead_letter_queue_url=e.required("DELIVERY_DLQ_URL", "URL of the delivery dead-letter queue"),

@@ -47,7 +47,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from distiller.partner_secrets import DEFAULT_PREFIX, SecretUnavailable
-from distiller.settings import _Env
+from distiller.settings import Env
 
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("HS256", "HS384", "HS512")
 SHARED_SECRET_SUFFIX = "/shared-secret"  # noqa: S105 - a name suffix, not a secret
@@ -100,7 +100,7 @@ class AuthSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         """``API_TOKEN_MAX_LIFETIME_SECONDS`` (default 900) and ``API_TOKEN_LEEWAY_SECONDS`` (default 30)."""
-        e = _Env(env)
+        e = Env(env)
         return cls(
             max_lifetime_seconds=int(e.number("API_TOKEN_MAX_LIFETIME_SECONDS", 900, minimum=1)),
             leeway_seconds=int(e.number("API_TOKEN_LEEWAY_SECONDS", 30)),

@@ -27,9 +27,9 @@ from distiller.api import dto
 from distiller.delivery_log import DELIVERIES_COLLECTION, NEWEST_FIRST, attempts_query
 from distiller.ejson import id_string, plain
 from distiller.file_links import FileLinks
-from distiller.lookups import _id_forms
+from distiller.lookups import id_forms
 from distiller.partners import Partner
-from distiller.pipeline import _linked_deal_ids
+from distiller.pipeline import linked_deal_ids
 from distiller.reducers import REDUCERS
 from distiller.reducers.deals import TITLE_FILES
 from distiller.reducers.signatures import SIGNED_FILES
@@ -190,7 +190,7 @@ class PartnerData:
 
     def document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
         """A `documents` row, when one of its deals is the partner's."""
-        document = self._db[DOCUMENTS].find_one({"_id": {"$in": _id_forms(document_id)}})
+        document = self._db[DOCUMENTS].find_one({"_id": {"$in": id_forms(document_id)}})
         if document is None:
             return None
         via = self._entitled_deal(partner, DOCUMENTS, document)
@@ -200,7 +200,7 @@ class PartnerData:
 
     def generated_document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
         """A `platoforms_generated_documents` row, when one of its deals (`sharedDeals`) is the partner's."""
-        document = self._db[GENERATED_DOCUMENTS].find_one({"_id": {"$in": _id_forms(document_id)}})
+        document = self._db[GENERATED_DOCUMENTS].find_one({"_id": {"$in": id_forms(document_id)}})
         if document is None or self._entitled_deal(partner, GENERATED_DOCUMENTS, document) is None:
             return None
         return dto.generated_document_dto(document, self._signed(SIGNED_FILES(document)))
@@ -239,7 +239,7 @@ class PartnerData:
         if not partner.active:
             return None
         found = self._db[DELIVERIES_COLLECTION].find_one(
-            {"_id": {"$in": _id_forms(log_id)}, "partnerId": partner.partner_id}
+            {"_id": {"$in": id_forms(log_id)}, "partnerId": partner.partner_id}
         )
         return found if found is not None and self._owns(partner, found) else None
 
@@ -277,7 +277,7 @@ class PartnerData:
         scope = self._scope(partner, collection)
         if scope is None:
             return None
-        found = self._db[collection].find_one(_both({"_id": {"$in": _id_forms(entity_id)}}, scope))
+        found = self._db[collection].find_one(_both({"_id": {"$in": id_forms(entity_id)}}, scope))
         if found is None:
             return None
         return found if self._routed(partner, collection, [found]) else None
@@ -307,7 +307,7 @@ class PartnerData:
 
     def _entitled_deal(self, partner: Partner, collection: str, document: dict[str, Any]) -> str | None:
         """The first of the document's deals through which the partner is entitled to it, or None."""
-        deal_ids = _linked_deal_ids(REDUCERS[collection], document)
+        deal_ids = linked_deal_ids(REDUCERS[collection], document)
         if not deal_ids:
             return None
         deals = self._by_ids(DEALS, deal_ids)
@@ -332,7 +332,7 @@ class PartnerData:
         wanted = sorted({i for i in ids if i})
         if not wanted:
             return {}
-        query = {"_id": {"$in": [form for doc_id in wanted for form in _id_forms(doc_id)]}}
+        query = {"_id": {"$in": [form for doc_id in wanted for form in id_forms(doc_id)]}}
         return {id_string(plain(d["_id"])) or "": d for d in self._db[collection].find(query)}
 
     def _documents_of(self, collection: str, deal_id: str) -> list[dict[str, Any]]:
@@ -343,7 +343,7 @@ class PartnerData:
         rows = []
         for name in (reducer.collection, *reducer.aliases):
             for document in self._db[name].find(query).sort(DOCUMENT_ORDER):
-                if deal_id in _linked_deal_ids(reducer, document):
+                if deal_id in linked_deal_ids(reducer, document):
                     rows.append(document)
                 else:
                     logger.error("%s %s matched deal %s by query only: dropped", name, document.get("_id"), deal_id)
@@ -363,7 +363,7 @@ class PartnerData:
         out = []
         for deal in deals:
             own_id = id_string(plain(deal.get("_id")))
-            mine = {doc_id: row for doc_id, row in rows.items() if own_id in _linked_deal_ids(reducer, row)}
+            mine = {doc_id: row for doc_id, row in rows.items() if own_id in linked_deal_ids(reducer, row)}
             out.append(dto.deal_dto(deal, mine))
         return out
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from distiller.ejson import id_string, plain
-from distiller.payloads import OFFER_STATUS_FOR_PARTNERS, _get, _id, _signers
+from distiller.payloads import OFFER_STATUS_FOR_PARTNERS, field_id, field_value, signers_of
 from distiller.transitions import MISSING, value_at
 
 #: The dates each deal party carries (`buyer{...}`, `seller{...}` in PartnerDealResponse).
@@ -77,22 +77,22 @@ def _items(document: dict[str, Any], path: str, render: Callable[[Any], dict[str
 
 def _party(deal: dict[str, Any], side: str) -> dict[str, Any]:
     return {
-        "id": _id(deal, f"{side}.id", f"{side}Id"),
-        "organizationId": _id(deal, f"{side}.organizationId"),
+        "id": field_id(deal, f"{side}.id", f"{side}Id"),
+        "organizationId": field_id(deal, f"{side}.organizationId"),
         # The example's vocabulary (invited/joined/readyToClose) is the one of dealState.<side>.status.
-        "status": _get(deal, f"{side}.status", f"dealState.{side}.status"),
-        **{name: _get(deal, f"{side}.{name}") for name in PARTY_DATES},
+        "status": field_value(deal, f"{side}.status", f"dealState.{side}.status"),
+        **{name: field_value(deal, f"{side}.{name}") for name in PARTY_DATES},
     }
 
 
 def _transfer(deal: dict[str, Any], prefix: str, *extra: str) -> dict[str, Any]:
-    return {name: _get(deal, f"{prefix}.{name}") for name in ("amount", "transferDate", *extra)}
+    return {name: field_value(deal, f"{prefix}.{name}") for name in ("amount", "transferDate", *extra)}
 
 
 def document_reference(item: Any) -> str | None:
     """The document id of a `deal.documents[]` entry: a bare id, or an object with `_id`/`id`/`documentId`."""
     if isinstance(item, dict):
-        return _id(item, "_id", "id", "documentId")
+        return field_id(item, "_id", "id", "documentId")
     return id_string(plain(item))
 
 
@@ -103,9 +103,11 @@ def _deal_document(item: Any, linked: Mapping[str, dict[str, Any]]) -> dict[str,
     row = linked.get(doc_id or "") or {}
     return {
         "id": doc_id,
-        "status": _get(own, "status") if "status" in own else _get(row, "status"),
+        "status": field_value(own, "status") if "status" in own else field_value(row, "status"),
         "docClassification": (
-            _get(own, "docClassification") if "docClassification" in own else _get(row, "docClassification")
+            field_value(own, "docClassification")
+            if "docClassification" in own
+            else field_value(row, "docClassification")
         ),
     }
 
@@ -119,7 +121,11 @@ def _payoff_doc(item: Any) -> dict[str, Any]:
 
 def _status_change(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
-        return {"value": _get(item, "value"), "previous": _get(item, "previous"), "date": _get(item, "date")}
+        return {
+            "value": field_value(item, "value"),
+            "previous": field_value(item, "previous"),
+            "date": field_value(item, "date"),
+        }
     return {"value": plain(item), "previous": None, "date": None}
 
 
@@ -132,22 +138,22 @@ def deal_dto(deal: dict[str, Any], documents: Mapping[str, dict[str, Any]] | Non
     """
     linked = documents or {}
     return {
-        "id": _id(deal, "_id"),
-        "guid": _get(deal, "guid"),
-        "status": _get(deal, "status"),
-        "closingStatus": _get(deal, "closingStatus", "dealState.closingStatus"),
-        "closingFeePayer": _get(deal, "closingFeePayer"),
-        "state": _get(deal, "state"),
-        "odometer": _get(deal, "odometer"),
-        "appSource": _get(deal, "appSource"),
-        "listingId": _id(deal, "listingId", "listing"),
-        "offerId": _id(deal, "offerId", "offer"),
-        "currentOfferStatus": external_offer_status(_get(deal, "currentOfferStatus")),
-        "documentsStatus": _get(deal, "documentsStatus", "dealState.documentsStatus"),
-        "negativeEquity": _get(deal, "negativeEquity"),
-        "negativeEquityFunded": _get(deal, "negativeEquityFunded"),
-        "amount": _get(deal, "amount", "payment.privateAutoPay.amount"),
-        "currency": _get(deal, "currency"),
+        "id": field_id(deal, "_id"),
+        "guid": field_value(deal, "guid"),
+        "status": field_value(deal, "status"),
+        "closingStatus": field_value(deal, "closingStatus", "dealState.closingStatus"),
+        "closingFeePayer": field_value(deal, "closingFeePayer"),
+        "state": field_value(deal, "state"),
+        "odometer": field_value(deal, "odometer"),
+        "appSource": field_value(deal, "appSource"),
+        "listingId": field_id(deal, "listingId", "listing"),
+        "offerId": field_id(deal, "offerId", "offer"),
+        "currentOfferStatus": external_offer_status(field_value(deal, "currentOfferStatus")),
+        "documentsStatus": field_value(deal, "documentsStatus", "dealState.documentsStatus"),
+        "negativeEquity": field_value(deal, "negativeEquity"),
+        "negativeEquityFunded": field_value(deal, "negativeEquityFunded"),
+        "amount": field_value(deal, "amount", "payment.privateAutoPay.amount"),
+        "currency": field_value(deal, "currency"),
         "buyer": _party(deal, "buyer"),
         "seller": _party(deal, "seller"),
         "payment": {
@@ -157,39 +163,39 @@ def deal_dto(deal: dict[str, Any], documents: Mapping[str, dict[str, Any]] | Non
             "crypto": {"btc": _transfer(deal, "payment.crypto.btc")},
         },
         "documents": _items(deal, "documents", lambda item: _deal_document(item, linked)),
-        "dealState": {"documentsStatus": _get(deal, "dealState.documentsStatus", "documentsStatus")},
-        "titleApprovedAt": _get(deal, "titleApprovedAt", "titleAttachment.completedDate"),
-        "ownershipType": _get(deal, "ownershipType"),
-        "payoffType": _get(deal, "payoffType"),
+        "dealState": {"documentsStatus": field_value(deal, "dealState.documentsStatus", "documentsStatus")},
+        "titleApprovedAt": field_value(deal, "titleApprovedAt", "titleAttachment.completedDate"),
+        "ownershipType": field_value(deal, "ownershipType"),
+        "payoffType": field_value(deal, "payoffType"),
         "loanPayoffDocs": _items(deal, "loanPayoffDocs", _payoff_doc),
-        "loanPayoffConfirmed": _get(deal, "loanPayoffConfirmed"),
+        "loanPayoffConfirmed": field_value(deal, "loanPayoffConfirmed"),
         "statusHistory": _items(deal, "statusHistory", _status_change),
-        "createdAt": _get(deal, "createdAt"),
-        "updatedAt": _get(deal, "updatedAt"),
+        "createdAt": field_value(deal, "createdAt"),
+        "updatedAt": field_value(deal, "updatedAt"),
     }
 
 
 def offer_dto(offer: dict[str, Any]) -> dict[str, Any]:
     """PartnerOfferResponse; `status` in the external vocabulary, like the offer webhooks."""
     return {
-        "id": _id(offer, "_id"),
-        "guid": _get(offer, "guid"),
-        "status": external_offer_status(_get(offer, "status")),
-        "price": _get(offer, "price", "amount"),
-        "currency": _get(offer, "currency"),
-        "listingId": _id(offer, "listingId", "listing"),
-        "offeredByUserId": _id(offer, "offeredByUserId", "offeredBy"),
-        "offeredByOrganizationId": _id(offer, "offeredByOrganizationId"),
-        "offeredToUserId": _id(offer, "offeredToUserId", "offeredTo"),
-        "offeredToOrganizationId": _id(offer, "offeredToOrganizationId"),
-        "externalId": _get(offer, "externalId"),
-        "buyerExternalId": _get(offer, "buyerExternalId"),
-        "sellerExternalId": _get(offer, "sellerExternalId"),
-        "appSource": _get(offer, "appSource"),
-        "dealNowExpiration": _get(offer, "dealNowExpiration"),
-        "titleDeliveryMethod": _get(offer, "titleDeliveryMethod"),
-        "createdAt": _get(offer, "createdAt"),
-        "updatedAt": _get(offer, "updatedAt"),
+        "id": field_id(offer, "_id"),
+        "guid": field_value(offer, "guid"),
+        "status": external_offer_status(field_value(offer, "status")),
+        "price": field_value(offer, "price", "amount"),
+        "currency": field_value(offer, "currency"),
+        "listingId": field_id(offer, "listingId", "listing"),
+        "offeredByUserId": field_id(offer, "offeredByUserId", "offeredBy"),
+        "offeredByOrganizationId": field_id(offer, "offeredByOrganizationId"),
+        "offeredToUserId": field_id(offer, "offeredToUserId", "offeredTo"),
+        "offeredToOrganizationId": field_id(offer, "offeredToOrganizationId"),
+        "externalId": field_value(offer, "externalId"),
+        "buyerExternalId": field_value(offer, "buyerExternalId"),
+        "sellerExternalId": field_value(offer, "sellerExternalId"),
+        "appSource": field_value(offer, "appSource"),
+        "dealNowExpiration": field_value(offer, "dealNowExpiration"),
+        "titleDeliveryMethod": field_value(offer, "titleDeliveryMethod"),
+        "createdAt": field_value(offer, "createdAt"),
+        "updatedAt": field_value(offer, "updatedAt"),
     }
 
 
@@ -197,23 +203,23 @@ def listing_dto(listing: dict[str, Any]) -> dict[str, Any]:
     """PartnerListingResponse. Vehicle fields are read under `vehicle.`, else at the top level (as
     the listing webhooks read them), so `vin` on a webhook is always `vehicle.vin` here."""
     return {
-        "id": _id(listing, "_id"),
-        "listingNo": _get(listing, "listingNo"),
-        "slug": _get(listing, "slug"),
-        "title": _get(listing, "title"),
-        "status": _get(listing, "status"),
-        "sellerId": _id(listing, "sellerId"),
-        "organizationId": _id(listing, "organizationId"),
-        "price": _get(listing, "price"),
-        "vehicle": {name: _get(listing, f"vehicle.{name}", name) for name in VEHICLE_FIELDS},
+        "id": field_id(listing, "_id"),
+        "listingNo": field_value(listing, "listingNo"),
+        "slug": field_value(listing, "slug"),
+        "title": field_value(listing, "title"),
+        "status": field_value(listing, "status"),
+        "sellerId": field_id(listing, "sellerId"),
+        "organizationId": field_id(listing, "organizationId"),
+        "price": field_value(listing, "price"),
+        "vehicle": {name: field_value(listing, f"vehicle.{name}", name) for name in VEHICLE_FIELDS},
         "ownershipInfo": {
-            "ownershipType": _get(listing, "ownershipInfo.ownershipType"),
-            "vehicleHaveLien": _get(listing, "ownershipInfo.vehicleHaveLien"),
+            "ownershipType": field_value(listing, "ownershipInfo.ownershipType"),
+            "vehicleHaveLien": field_value(listing, "ownershipInfo.vehicleHaveLien"),
         },
-        "condition": _get(listing, "condition"),
-        "appSource": _get(listing, "appSource"),
-        "createdAt": _get(listing, "createdAt"),
-        "updatedAt": _get(listing, "updatedAt"),
+        "condition": field_value(listing, "condition"),
+        "appSource": field_value(listing, "appSource"),
+        "createdAt": field_value(listing, "createdAt"),
+        "updatedAt": field_value(listing, "updatedAt"),
     }
 
 
@@ -221,18 +227,18 @@ def delivery_dto(log_document: dict[str, Any]) -> dict[str, Any]:
     """A webhook-deliveries item: the spec's fields, plus `eventId` (X-PA-Event-Id) and `attempt`
     (0 for the first POST, 1–3 for the retries)."""
     return {
-        "id": _id(log_document, "_id"),
-        "partnerId": _get(log_document, "partnerId"),
-        "event": _get(log_document, "event"),
-        "status": _get(log_document, "status"),
-        "url": _get(log_document, "url"),
-        "statusCode": _get(log_document, "statusCode"),
-        "attemptedAt": _get(log_document, "attemptedAt"),
-        "responseBodyExcerpt": _get(log_document, "responseBodyExcerpt"),
-        "error": _get(log_document, "error"),
-        "payload": _get(log_document, "payload"),
-        "eventId": _get(log_document, "eventId"),
-        "attempt": _get(log_document, "attempt"),
+        "id": field_id(log_document, "_id"),
+        "partnerId": field_value(log_document, "partnerId"),
+        "event": field_value(log_document, "event"),
+        "status": field_value(log_document, "status"),
+        "url": field_value(log_document, "url"),
+        "statusCode": field_value(log_document, "statusCode"),
+        "attemptedAt": field_value(log_document, "attemptedAt"),
+        "responseBodyExcerpt": field_value(log_document, "responseBodyExcerpt"),
+        "error": field_value(log_document, "error"),
+        "payload": field_value(log_document, "payload"),
+        "eventId": field_value(log_document, "eventId"),
+        "attempt": field_value(log_document, "attempt"),
     }
 
 
@@ -253,11 +259,11 @@ def file_dto(key: str, link: dict[str, Any] | None) -> dict[str, Any]:
 def document_dto(document: dict[str, Any], signed: list[dict[str, Any]], deal_id: str | None) -> dict[str, Any]:
     """GET /data/documents/{partnerId}/{documentId}; `deal_id` is the deal the partner reads it through."""
     return {
-        "id": _id(document, "_id"),
+        "id": field_id(document, "_id"),
         "dealId": deal_id,
-        "docClassification": _get(document, "docClassification"),
-        "status": _get(document, "status"),
-        "signers": _signers(document),
+        "docClassification": field_value(document, "docClassification"),
+        "status": field_value(document, "status"),
+        "signers": signers_of(document),
         "signed": signed,
     }
 
@@ -265,10 +271,10 @@ def document_dto(document: dict[str, Any], signed: list[dict[str, Any]], deal_id
 def generated_document_dto(document: dict[str, Any], signed: list[dict[str, Any]]) -> dict[str, Any]:
     """GET /data/generated-documents/{partnerId}/{documentId}."""
     return {
-        "id": _id(document, "_id"),
-        "docClassification": _get(document, "docClassification"),
-        "name": _get(document, "name", "filename"),
-        "signers": _signers(document),
+        "id": field_id(document, "_id"),
+        "docClassification": field_value(document, "docClassification"),
+        "name": field_value(document, "name", "filename"),
+        "signers": signers_of(document),
         "signed": signed,
     }
 
@@ -285,11 +291,11 @@ def deal_document_entry(document: dict[str, Any], signed: list[dict[str, Any]], 
     """
     is_report = entity_type == "credit_reports"
     return {
-        "id": _id(document, "_id"),
-        "docClassification": LOAN_PAYOFF_CLASSIFICATION if is_report else _get(document, "docClassification"),
-        "status": _get(document, "manualPayoffInfo.status") if is_report else _get(document, "status"),
-        "name": _get(document, "name", "filename"),
-        "signers": _signers(document),
+        "id": field_id(document, "_id"),
+        "docClassification": LOAN_PAYOFF_CLASSIFICATION if is_report else field_value(document, "docClassification"),
+        "status": field_value(document, "manualPayoffInfo.status") if is_report else field_value(document, "status"),
+        "name": field_value(document, "name", "filename"),
+        "signers": signers_of(document),
         "signed": signed,
         "entityType": entity_type,
     }

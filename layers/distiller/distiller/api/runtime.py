@@ -13,11 +13,11 @@ from distiller.lookups import MongoLookups
 from distiller.mongo import connect_database
 from distiller.partner_secrets import DEFAULT_PREFIX
 from distiller.queues import SqsQueue
-from distiller.settings import MongoSettings, _Env
+from distiller.settings import Env, MongoSettings
 
 
 def api_runtime_from_env() -> ApiRuntime:
-    env = _Env(None)
+    env = Env(None)
     database = connect_database(MongoSettings.from_env())
     file_links = FileLinks(
         boto3.client("s3", config=Config(signature_version="s3v4")),
