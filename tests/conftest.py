@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -39,13 +37,7 @@ def lambda_context() -> FakeLambdaContext:
 
 
 def load_function(name: str) -> ModuleType:
-    """Import `functions/<name>/app.py` as a uniquely named module (every function's file is app.py)."""
-    module_name = f"function_{name}_app"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import `functions/<name>/app.py` as the tests' own copy of that handler module."""
+    from distiller.local.pipeline import load_handler_module  # after the environment above is set
+
+    return load_handler_module(name, prefix="function_")

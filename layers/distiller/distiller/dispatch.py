@@ -21,8 +21,7 @@ from typing import Literal, Protocol
 
 from distiller.delivery import DeliveryMessage
 from distiller.delivery_log import DeliveryAttempt, DeliveryLog
-from distiller.ejson import iso_utc
-from distiller.ingest import utc_now
+from distiller.ejson import iso_utc, utc_now
 from distiller.partner_secrets import SecretUnavailable
 from distiller.partners import Partner
 from distiller.queues import MAX_DELAY_SECONDS, MessageQueue, OutgoingMessage
@@ -146,7 +145,8 @@ class Dispatcher:
             futures = {pool.submit(one, index): index for index in _interleaved_by_partner(messages)}
             for future, index in futures.items():
                 results[index] = future.result()
-        return [r for r in results if r is not None]
+        assert all(r is not None for r in results)  # every index was submitted exactly once
+        return results  # type: ignore[return-value]
 
     def dispatch(self, message: DeliveryMessage, partners: dict[str, Partner]) -> Outcome:
         attempt = message.attempt + 1

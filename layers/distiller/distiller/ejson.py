@@ -68,6 +68,11 @@ def decode(value: Any) -> Any:
     return value
 
 
+def utc_now() -> dt.datetime:
+    """The current instant, timezone-aware (the default clock wherever one is injected)."""
+    return dt.datetime.now(dt.UTC)
+
+
 def iso_utc(value: dt.datetime) -> str:
     """ISO 8601 with milliseconds and a `Z`, the format of the spec's examples."""
     if value.tzinfo is None:

@@ -12,13 +12,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from distiller.ejson import iso_utc
+from distiller.ejson import iso_utc, utc_now
 
 LINK_LIFETIME = dt.timedelta(hours=4)
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class FileLinks:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from distiller.delivery import DeliveryMessage
-from distiller.ejson import iso_utc
+from distiller.ejson import iso_utc, utc_now
 from distiller.file_links import FileLinks
 from distiller.lookups import Lookups
 from distiller.model import RecordError
@@ -35,10 +35,6 @@ class IngestResult:
     """(origin, reason) of every record put on the ingest dead-letter queue."""
     retry: set[int] = field(default_factory=set)
     """Indices of records to retry: their deliveries (or their parking) could not be queued."""
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def ingest(

@@ -16,7 +16,7 @@ from typing import Any
 from distiller.ejson import id_string, plain
 from distiller.file_links import FileLinks
 from distiller.identity import event_id, event_key
-from distiller.lookups import LookupFailure, Lookups
+from distiller.lookups import Lookups
 from distiller.model import DOCUMENT_OPERATIONS, ChangeEvent, Delivery, EmittedEvent, RecordError
 from distiller.partners import Partner
 from distiller.reducers import REDUCERS
@@ -340,4 +340,4 @@ def deliveries_of(results: Iterable[ChangeOutcome | RecordError]) -> list[Delive
     return [d for r in results if isinstance(r, ChangeOutcome) for d in r.deliveries]
 
 
-__all__ = ["ChangeOutcome", "LookupFailure", "PartnerRouting", "deliveries_of", "distill"]
+__all__ = ["ChangeOutcome", "PartnerRouting", "deliveries_of", "distill"]

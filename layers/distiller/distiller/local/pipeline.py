@@ -102,9 +102,13 @@ def functions_dir() -> Path:
     return candidate
 
 
-def load_handler_module(name: str) -> ModuleType:
-    """Import functions/<name>/app.py: the very handler Lambda runs."""
-    module_name = f"local_function_{name}"
+def load_handler_module(name: str, prefix: str = "local_function_") -> ModuleType:
+    """Import functions/<name>/app.py (the very handler Lambda runs) as module `{prefix}{name}`.
+
+    Every function's file is app.py, so each gets its own module name; a different prefix gives
+    an independent copy (tests keep theirs apart from a local pipeline's).
+    """
+    module_name = f"{prefix}{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = spec_from_file_location(module_name, functions_dir() / name / "app.py")
