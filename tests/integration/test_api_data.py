@@ -27,7 +27,7 @@ from distiller.delivery_log import DELIVERIES_COLLECTION, DeliveryAttempt
 from distiller.file_links import FileLinks
 from distiller.lookups import MongoLookups
 from distiller.partners import Partner
-from distiller.routing import ROUTING_FIELDS, matched_link, owner_reference, routing_keys
+from distiller.routing import ROUTING_FIELDS, matched_link, references, routing_keys
 from distiller.world import in_memory_database, load_partners, load_world
 from tests.factories import oid
 
@@ -44,12 +44,16 @@ L01, L11, L21, L31, L41 = (ObjectId(f"66240a11c3d9e400000000{n}") for n in ("01"
 USER_A01 = ObjectId("6614a0c1e4b0a10000000a01")  # in ORG_ACME; seller of L21 (no organization of its own)
 USER_C01 = ObjectId("6614a0c1e4b0a10000000c01")
 CREDIT_REPORT = ObjectId("66240a11c3d9e40000000015")  # creditreports, on D13
+# The world's offers (each the origin of the deal one id above)
+W02, W22, W33, W43 = (ObjectId(f"66240a11c3d9e400000000{n}") for n in ("02", "22", "33", "43"))
+W12 = "66240a11c3d9e40000000012"  # stored with a string _id (Atlas plain-JSON mode)
 
 # Inserted here
 O1, O2, O3, O4, O6 = oid(0x0F1), oid(0x0F2), oid(0x0F3), oid(0x0F4), oid(0x0F6)
 O5 = "offer-legacy-5"  # a string _id
 DOC_POA, DOC_ADDENDUM, DOC_ORPHAN, DOC_UNLINKED = oid(0xD01), oid(0xD02), oid(0xD03), oid(0xD04)
 BOS_SHARED, BOS_44 = oid(0xB01), oid(0xB02)
+D_VIA_OFFER = oid(0xDF)  # a deal with no appSource and no organization: it routes by its offer (O1, carmart)
 
 T0 = dt.datetime(2026, 4, 24, 16, 0, tzinfo=dt.UTC)
 
@@ -159,26 +163,38 @@ FAMILIES = ("deals", "offers", "seller_listings", "documents", "generated")
 # (Derived by hand from the world above; `both` is their union.)
 _NONE: dict[str, set[Any]] = {family: set() for family in FAMILIES}
 APP_ONLY: dict[str, dict[str, set[Any]]] = {
-    "acme-motors": {**_NONE, "deals": {D13}},
-    "bayside-auto": {**_NONE, "deals": {D03}, "offers": {O3}, "seller_listings": {L01}, "generated": {BOS_SHARED}},
+    "acme-motors": {**_NONE, "deals": {D13}, "offers": {W12}},
+    "bayside-auto": {
+        **_NONE,
+        "deals": {D03},
+        "offers": {O3, W02},
+        "seller_listings": {L01},
+        "generated": {BOS_SHARED},
+    },
     "carmart": {
         "deals": {D44},
-        "offers": {O1, O4, O5},
+        "offers": {O1, O4, O5, W43},
         "seller_listings": {L11, L41},
         "documents": {DOC_ADDENDUM},
         "generated": {BOS_44},
     },
-    "lendco": {**_NONE, "deals": {D23}, "generated": {BOS_SHARED}},
+    "lendco": {**_NONE, "deals": {D23}, "offers": {W22}, "generated": {BOS_SHARED}},
 }
 ORG_ONLY: dict[str, dict[str, set[Any]]] = {
     "acme-motors": {
         "deals": {D13, D23, D34},
-        "offers": {O2},
+        "offers": {O2, W12, W22, W33},
         "seller_listings": {L21, L31},  # L21 through its seller's organization
         "documents": {DOC_POA},
         "generated": {BOS_SHARED},
     },
-    "bayside-auto": {**_NONE, "deals": {D03, D34}, "documents": {DOC_POA}, "generated": {BOS_SHARED}},
+    "bayside-auto": {
+        **_NONE,
+        "deals": {D03, D34},
+        "offers": {W02, W33},
+        "documents": {DOC_POA},
+        "generated": {BOS_SHARED},
+    },
     "carmart": _NONE,
     "lendco": {**_NONE, "offers": {O3}},
 }
@@ -199,7 +215,7 @@ EXPECTED = {pid: expected(pid, scope) for pid, scope in STORED_SCOPE.items()} | 
 
 ALL_IDS: dict[str, list[Any]] = {
     "deals": [D03, D13, D23, D34, D44],
-    "offers": [o["_id"] for o in OFFERS],
+    "offers": [W02, W12, W22, W33, W43, *(o["_id"] for o in OFFERS)],
     "seller_listings": [L01, L11, L21, L31, L41],
     "documents": [d["_id"] for d in DOCUMENTS],
     "generated": [g["_id"] for g in GENERATED],
@@ -326,7 +342,8 @@ def test_organization_scope_without_an_organization_reads_nothing(data):
     partner = Partner("acme-motors", organization_id=None, webhook_scope="organization")
     assert data.list_deals(partner, 0, 100, None) == Page([], 0)
     assert data.list_listings(partner, 0, 100, None) == Page([], 0)
-    assert scope_filter(partner, ROUTING_FIELDS["seller_listings"], [str(USER_A01)]) is None
+    listings = ROUTING_FIELDS["seller_listings"]
+    assert scope_filter(partner, listings, {listings.borrowed[0]: [str(USER_A01)]}) is None
 
 
 def test_a_partner_nobody_linked_reads_nothing(data):
@@ -445,6 +462,17 @@ def many(database):
     return database
 
 
+def test_a_deal_without_appSource_is_read_through_its_offers_appSource(database, partners):
+    database["deals"].insert_one({"_id": D_VIA_OFFER, "offerId": O1, "status": "active", "createdAt": at(8)})
+    data = PartnerData(database)
+
+    assert data.get_deal(partners["carmart"], str(D_VIA_OFFER))["id"] == str(D_VIA_OFFER)
+    assert str(D_VIA_OFFER) in ids(data.list_deals(partners["carmart"], 0, 100, None))
+    assert str(D_VIA_OFFER) in filtered_ids(database, partners["carmart"], "deals")
+    assert data.get_deal(partners["bayside-auto"], str(D_VIA_OFFER)) is None
+    assert str(D_VIA_OFFER) not in filtered_ids(database, partners["bayside-auto"], "deals")
+
+
 def test_pages_cover_every_in_scope_deal_once_newest_first(many, partners):
     data, carmart = PartnerData(many), partners["carmart"]
     pages = [data.list_deals(carmart, n, 3, None) for n in range(4)]
@@ -484,12 +512,12 @@ def test_status_filter_on_deals_counts_only_in_scope_matches(many, partners):
     ("partner_id", "status", "want"),
     [
         ("carmart", "cancelled", {O4}),  # stored `deleted`
-        ("carmart", "accepted", {O5}),
+        ("carmart", "accepted", {O5, W43}),
         ("carmart", "pending", {O1}),
         ("bayside-auto", "rejected", {O3}),  # stored `declined`
         ("bayside-auto", "declined", set()),  # partners never see `declined`
         ("carmart", "deleted", set()),
-        ("acme-motors", "accepted", {O2}),
+        ("acme-motors", "accepted", {O2, W12, W22, W33}),
         ("acme-motors", "rejected", set()),  # O3 is declined, but not acme's
     ],
 )
@@ -752,12 +780,12 @@ def test_a_document_the_filter_admits_but_the_router_refuses_is_dropped(database
 
 HEX_PARTNER = "6a0243d9a30d4d0026d00e7c"  # a partnerId that is also a valid ObjectId
 ORG_A, ORG_B = "67e446a09d2eb254a3b130e7", "67e446a09d2eb254a3b130e8"
-USERS = [oid(0xA1), oid(0xA2), oid(0xA3)]
+REFERENCED = [oid(0xA1), oid(0xA2), oid(0xA3)]
 
 # `...` means: leave the field out.
 org_value = st.sampled_from([..., None, "", ObjectId(ORG_A), ORG_A, ObjectId(ORG_B), ORG_B])
 app_value = st.sampled_from([..., None, "", "p-app", "other", HEX_PARTNER, ObjectId(HEX_PARTNER)])
-user_ref = st.sampled_from([..., None, *USERS, *(str(u) for u in USERS), oid(0xEE)])
+ref_value = st.sampled_from([..., None, "", *REFERENCED, *(str(u) for u in REFERENCED), oid(0xEE)])
 
 
 def set_path(document: dict[str, Any], path: str, value: Any) -> None:
@@ -771,12 +799,18 @@ def set_path(document: dict[str, Any], path: str, value: Any) -> None:
 
 @st.composite
 def world(draw, collection: str):
+    """Documents of `collection`, the documents they borrow routing values from (a deal's offers, a
+    listing's sellers), and a partner."""
     fields = ROUTING_FIELDS[collection]
-    users = []
-    for user_id in USERS:
-        user: dict[str, Any] = {"_id": draw(st.sampled_from([user_id, str(user_id)]))}
-        set_path(user, "userDetails.organizationId", draw(org_value))
-        users.append(user)
+    referenced: dict[str, list[dict[str, Any]]] = {}
+    for borrowed in fields.borrowed:
+        for ref_id in REFERENCED:
+            target: dict[str, Any] = {"_id": draw(st.sampled_from([ref_id, str(ref_id)]))}
+            for path in borrowed.organization:
+                set_path(target, path, draw(org_value))
+            for path in borrowed.app_source:
+                set_path(target, path, draw(app_value))
+            referenced.setdefault(borrowed.collection, []).append(target)
     documents = []
     for n in range(draw(st.integers(0, 8))):
         document: dict[str, Any] = {"_id": oid(0x1000 + n) if n % 3 else f"doc-{n}", "createdAt": at(n)}
@@ -784,8 +818,8 @@ def world(draw, collection: str):
             set_path(document, path, draw(app_value))
         for path in fields.organization:
             set_path(document, path, draw(org_value))
-        if fields.owner_fallback is not None:
-            set_path(document, fields.owner_fallback.id_path, draw(user_ref))
+        for borrowed in fields.borrowed:
+            set_path(document, borrowed.id_path, draw(ref_value))
         documents.append(document)
     partner = Partner(
         draw(st.sampled_from(["p-app", HEX_PARTNER])),
@@ -793,7 +827,7 @@ def world(draw, collection: str):
         organization_id=draw(st.sampled_from([ORG_A, ORG_B, None])),
         webhook_scope=draw(st.sampled_from(["appSource", "organization", "both"])),
     )
-    return users, documents, partner
+    return referenced, documents, partner
 
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -803,10 +837,10 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @given(draw_from=st.data())
 @PROPERTY
 def test_scope_filter_and_router_agree(collection, draw_from):
-    users, documents, partner = draw_from.draw(world(collection))
+    referenced, documents, partner = draw_from.draw(world(collection))
     database = mongomock.MongoClient(tz_aware=True)["property"]
-    if users:
-        database["users"].insert_many([dict(u) for u in users])
+    for name, targets in referenced.items():
+        database[name].insert_many([dict(t) for t in targets])
     if documents:
         database[collection].insert_many([dict(d) for d in documents])
 
@@ -814,9 +848,12 @@ def test_scope_filter_and_router_agree(collection, draw_from):
     fields, lookups = ROUTING_FIELDS[collection], MongoLookups(database)
     routed = set()
     for document in documents:
-        reference = owner_reference(fields, document)
-        owner = lookups.documents(reference[0], [reference[1]]).get(reference[1]) if reference else None
-        if matched_link(partner, routing_keys(fields, document, owner)) is not None:
+        found = {
+            (name, ref_id): target
+            for name, ref_id in references(fields, document)
+            for target in lookups.documents(name, [ref_id]).values()
+        }
+        if matched_link(partner, routing_keys(fields, document, found)) is not None:
             routed.add(str(document["_id"]))
 
     reader = PartnerData(database)

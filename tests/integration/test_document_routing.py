@@ -442,3 +442,110 @@ def test_plain_json_mode_string_ids_link_to_deals_stored_with_object_ids():
     by_partner = delivered(results)
     assert {deal for _, deal in by_partner["carmart"]} == {str(DEAL_A)}
     assert {deal for _, deal in by_partner["sellco"]} == {str(DEAL_B)}
+
+
+# --- loan payoff events are deal events of the linked deal (spec: "deal.* | id (deal _id)") ---
+
+PAYOFF_DEAL = {
+    "_id": DEAL_A,
+    "guid": "d30d5242-c880-4534-8c51-0032dde02093",
+    "status": "active",
+    "appSource": "carmart",
+    "payment": {"privateAutoPay": {"amount": 18500}},
+    "buyer": {"id": oid(0xB1), "organizationId": ObjectId(ORG_BUYER)},
+    "seller": {"id": oid(0x51)},
+}
+PAYOFF_DEAL_FIELDS = {
+    "guid": "d30d5242-c880-4534-8c51-0032dde02093",
+    "status": "active",
+    "amount": 18500,
+    "buyerId": str(oid(0xB1)),
+    "sellerId": str(oid(0x51)),
+}
+
+
+def payoff_confirmed(deal_id=DEAL_A, status="confirmed"):
+    before = {"_id": oid(0xC8), "dealId": deal_id, "manualPayoffInfo": {"status": "pending"}}
+    after = {**before, "manualPayoffInfo": {"status": status}}
+    return raw_update(
+        "credit_reports", {"manualPayoffInfo.status": status}, after, before=before, document_id=before["_id"]
+    )
+
+
+def carmart_payload(raw, event):
+    results = distill([as_change(raw)], lookups(deals=[PAYOFF_DEAL, *DEALS[1:]]))
+    [delivery] = [d for d in deliveries_of(results) if d.partner_id == "carmart" and d.event == event]
+    return delivery.payload
+
+
+def test_deal_loan_payoff_confirmed_is_the_linked_deals_payload():
+    payload = carmart_payload(payoff_confirmed(), "deal.loan_payoff_confirmed")
+
+    assert payload["id"] == str(DEAL_A)  # the deal, not the credit report
+    assert payload["entityType"] == "deals"
+    assert {k: payload[k] for k in PAYOFF_DEAL_FIELDS} == PAYOFF_DEAL_FIELDS
+    assert set(payload) == {"id", "eventId", "eventKey", "entityType", *PAYOFF_DEAL_FIELDS}
+
+
+def test_deal_loan_payoff_confirmed_fires_on_an_upper_case_status():
+    payload = carmart_payload(payoff_confirmed(status="CONFIRMED"), "deal.loan_payoff_confirmed")
+
+    assert payload["status"] == "active"  # the deal's status, not the payoff's
+
+
+def test_deal_loan_payoff_docs_keeps_the_report_id_and_carries_the_deal_payload():
+    payload = carmart_payload(credit_report(DEAL_A), "deal.loan_payoff_docs")
+
+    assert payload["id"] == str(oid(0xC8))  # the spec's stated exception: the credit report
+    assert payload["entityType"] == "credit_reports"
+    assert payload["dealId"] == str(DEAL_A)
+    assert {k: payload[k] for k in PAYOFF_DEAL_FIELDS} == PAYOFF_DEAL_FIELDS
+    assert payload["documents"] == [{"filename": "payoff-letter.pdf", "signedUrl": None, "expiresAt": None}]
+
+
+# --- a deal routes on its originating offer's appSource too (and so do its documents) ---
+
+OFFER_ID = oid(0x0FF)
+OFFER = {"_id": OFFER_ID, "appSource": "carmart", "status": "accepted"}
+DEAL_BY_OFFER = {"_id": oid(0xDF), "offerId": OFFER_ID, "status": "active", "buyer": {"id": oid(0xB9)}}
+
+
+def test_a_deal_without_appSource_routes_by_its_offers_appSource():
+    raw = raw_update(
+        "deals",
+        {"status": "sold"},
+        {**DEAL_BY_OFFER, "status": "sold"},
+        before=DEAL_BY_OFFER,
+        document_id=DEAL_BY_OFFER["_id"],
+    )
+
+    results = distill([as_change(raw)], lookups(deals=[*DEALS, DEAL_BY_OFFER], offers=[OFFER]), explain=True)
+
+    [outcome] = results
+    assert {d.partner_id for d in outcome.deliveries} == {"carmart"}
+    why = {p.partner_id: p.why for p in outcome.partners}
+    assert why["carmart"] == "scope appSource: offerId→offers.appSource = 'carmart'"
+
+
+def test_a_document_routes_through_its_deals_offer():
+    results = distill(
+        [as_change(last_signature("documents", poa(DEAL_BY_OFFER["_id"])))],
+        lookups(deals=[*DEALS, DEAL_BY_OFFER], offers=[OFFER]),
+    )
+
+    assert {d.partner_id for d in deliveries_of(results)} == {"carmart"}
+    assert {d.payload["dealId"] for d in deliveries_of(results)} == {str(DEAL_BY_OFFER["_id"])}
+
+
+def test_offers_are_looked_up_once_per_batch():
+    database = in_memory_database(PARTNERS, {"deals": [*DEALS, DEAL_BY_OFFER], "offers": [OFFER]})
+    counting = MongoLookups(database)
+    calls = []
+    original = counting.documents
+    counting.documents = lambda collection, ids: calls.append((collection, set(ids))) or original(collection, ids)
+    batch = [as_change(last_signature("documents", poa(DEAL_BY_OFFER["_id"], doc_id=oid(0xD0C + n)))) for n in range(3)]
+
+    distill(batch, counting)
+
+    assert [c for c, _ in calls].count("offers") == 1
+    assert calls[-1] == ("offers", {str(OFFER_ID)})

@@ -38,4 +38,4 @@ def test_every_row_has_a_test_case_named_after_its_event(reducer):
     files = sorted((ROOT / "tests" / "unit").glob(f"test_reducer_{reducer.collection}*.py"))
     text = "".join(f.read_text() for f in files)
     for r in reducer.rows:
-        assert f'"{r.event}"' in text, f"test_reducer_{reducer.collection}*.py has no case for {r.event}"
+        assert f'id="{r.event}"' in text, f"test_reducer_{reducer.collection}*.py has no case with id={r.event!r}"

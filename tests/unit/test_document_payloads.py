@@ -10,9 +10,10 @@ import pytest
 from distiller.file_links import LINK_LIFETIME, FileLinks
 from distiller.payloads import (
     approved_document_payload,
-    credit_report_payload,
     file_refs,
     files_at,
+    linked_deal_payload,
+    loan_payoff_docs_payload,
     signature_payload,
 )
 from tests.factories import oid
@@ -141,21 +142,61 @@ def test_approved_bill_of_sale_reads_its_deal_from_shared_deals():
     }
 
 
-# --- credit_report_payload ---
+# --- loan payoff payloads: deal payloads of the linked deal ---
+
+LINKED_DEAL = {
+    "_id": DEAL_A,
+    "guid": "d30d5242-c880-4534-8c51-0032dde02093",
+    "status": "active",
+    "payment": {"privateAutoPay": {"amount": 18500}},
+    "buyer": {"id": oid(0xB1)},
+    "seller": {"id": oid(0x51)},
+}
+DEAL_FIELDS = {
+    "guid": "d30d5242-c880-4534-8c51-0032dde02093",
+    "status": "active",
+    "amount": 18500,
+    "buyerId": str(oid(0xB1)),
+    "sellerId": str(oid(0x51)),
+}
 
 
 @pytest.mark.parametrize("deal_field", ["dealId", "deal"])
-def test_credit_report_payload_references_the_report_and_its_deal(deal_field):
-    report = {"_id": REPORT_ID, deal_field: DEAL_A, "manualPayoffInfo": {"status": "confirmed"}}
+def test_loan_payoff_docs_payload_is_the_deal_payload_with_the_report_id(deal_field):
+    report = {"_id": REPORT_ID, deal_field: DEAL_A, "manualPayoffInfo": {"status": "pending"}}
 
-    payload = credit_report_payload(report)
+    payload = loan_payoff_docs_payload(report, None, LINKED_DEAL)
 
-    assert list(payload) == ["id", "dealId", "status"]
-    assert payload == {"id": str(REPORT_ID), "dealId": str(DEAL_A), "status": "confirmed"}
+    assert list(payload) == ["id", "guid", "status", "amount", "buyerId", "sellerId", "dealId"]
+    assert payload == {"id": str(REPORT_ID), **DEAL_FIELDS, "dealId": str(DEAL_A)}
 
 
-def test_credit_report_payload_without_payoff_info():
-    assert credit_report_payload({"_id": REPORT_ID}) == {"id": str(REPORT_ID), "dealId": None, "status": None}
+def test_loan_payoff_docs_payload_status_is_the_deal_status_not_the_payoff_status():
+    report = {"_id": REPORT_ID, "dealId": DEAL_A, "manualPayoffInfo": {"status": "pending"}}
+
+    assert loan_payoff_docs_payload(report, None, {**LINKED_DEAL, "status": "sold"})["status"] == "sold"
+
+
+def test_loan_payoff_confirmed_payload_is_an_ordinary_deal_payload():
+    report = {"_id": REPORT_ID, "dealId": DEAL_A, "manualPayoffInfo": {"status": "confirmed"}}
+
+    payload = linked_deal_payload(report, None, LINKED_DEAL)
+
+    assert payload == {"id": str(DEAL_A), **DEAL_FIELDS}
+
+
+def test_loan_payoff_payloads_without_a_linked_deal_name_every_field():
+    report = {"_id": REPORT_ID, "dealId": DEAL_A}
+
+    assert loan_payoff_docs_payload(report) == {
+        "id": str(REPORT_ID),
+        "guid": None,
+        "status": None,
+        "amount": None,
+        "buyerId": None,
+        "sellerId": None,
+        "dealId": str(DEAL_A),
+    }
 
 
 # --- file_refs / files_at ---

@@ -134,7 +134,12 @@ CASES = [
     ),
     pytest.param("offer.rejected", OFFER_DTO_NAMES, OFFER_PAYLOAD, id="offer-dto-field-names"),
     # --- listing ---
-    pytest.param("listing.published", LISTING, LISTING_PAYLOAD, id="listing-without-ownership"),
+    pytest.param(
+        "listing.published",
+        LISTING,
+        {**LISTING_PAYLOAD, "vehicleHaveLien": None},
+        id="listing-without-ownership-has-null-lien-and-no-ownership-type",
+    ),
     pytest.param(
         "listing.ownership_set",
         {**LISTING, "ownershipInfo": {"ownershipType": "financed", "vehicleHaveLien": True}},
@@ -150,8 +155,8 @@ CASES = [
     pytest.param(
         "listing.updated",
         {**LISTING, "ownershipInfo": {"ownershipType": "leased", "vehicleHaveLien": None}},
-        {**LISTING_PAYLOAD, "ownershipType": "leased"},
-        id="listing-null-lien-is-absent",
+        {**LISTING_PAYLOAD, "ownershipType": "leased", "vehicleHaveLien": None},
+        id="listing-null-lien-is-null",
     ),
     # --- user ---
     pytest.param("user.registered", USER, USER_PAYLOAD, id="user"),

@@ -100,6 +100,23 @@ CASES = [
         id="confirmed-again-with-pre-image-already-confirmed",
     ),
     pytest.param(update({"manualPayoffInfo.status": "rejected"}), [], id="status-to-other-value"),
+    # --- "status → confirmed" in any letter case (the spec writes statuses both ways) ---
+    pytest.param(
+        update({"manualPayoffInfo.status": "CONFIRMED"}), [(CONFIRMED, {})], id="deal.loan_payoff_confirmed-CONFIRMED"
+    ),
+    pytest.param(
+        update({"manualPayoffInfo.status": "Confirmed"}, pre_image=False),
+        [(CONFIRMED, {})],
+        id="deal.loan_payoff_confirmed-Confirmed-without-pre-image",
+    ),
+    pytest.param(
+        update({"manualPayoffInfo.status": "CONFIRMED"}, before=report(status="confirmed")),
+        [],
+        id="deal.loan_payoff_confirmed-case-change-alone-is-no-transition",
+    ),
+    pytest.param(
+        update({"manualPayoffInfo.status": "confirmed "}), [], id="deal.loan_payoff_confirmed-not-on-other-text"
+    ),
     pytest.param(
         update({"manualPayoffInfo.status": "confirmed"}, before=report(status="confirmed"), pre_image=False),
         [(CONFIRMED, {})],

@@ -136,7 +136,22 @@ CASES = [
         [],
         id="amount-rewritten-same-value-other-decimal-scale",
     ),
-    pytest.param(update({"payment.privateAutoPay.amount": None}), [], id="amount-set-null"),
+    pytest.param(update({"payment.privateAutoPay.amount": None}), [], id="deal.amount_changed-not-when-written-null"),
+    pytest.param(
+        update({"payment.privateAutoPay.amount": None}, before=None),
+        [],
+        id="deal.amount_changed-not-when-written-null-without-pre-image",
+    ),
+    pytest.param(
+        update({}, removed=["payment.privateAutoPay.amount"]), [], id="deal.amount_changed-not-when-amount-removed"
+    ),
+    pytest.param(
+        update(
+            {"payment.privateAutoPay.amount": 19000}, before={**DEAL, "payment": {"privateAutoPay": {"amount": None}}}
+        ),
+        ["deal.amount_changed"],
+        id="deal.amount_changed-from-null-to-an-amount",
+    ),
     pytest.param(update({"payment.privateAutoPay.fee": 25}), [], id="sibling-of-amount-written"),
     pytest.param(update({"allPartiesConfirmed": False}), [], id="allPartiesConfirmed-set-falsy"),
     pytest.param(

@@ -6,7 +6,7 @@ from distiller.partners import PartnerRecordError, partner_from_record
 from distiller.routing import (
     ROUTING_FIELDS,
     matching_subscription,
-    owner_reference,
+    references,
     routing_keys,
     scope_decision,
 )
@@ -113,10 +113,12 @@ def test_listing_without_organization_routes_through_seller_user():
     listing = {"sellerId": oid(7), "appSource": "other"}
     fields = ROUTING_FIELDS["seller_listings"]
 
-    reference = owner_reference(fields, listing)
-    keys = routing_keys(fields, listing, owner={"_id": oid(7), "userDetails": {"organizationId": ORG}})
+    wanted = references(fields, listing)
+    keys = routing_keys(
+        fields, listing, {("users", str(oid(7))): {"_id": oid(7), "userDetails": {"organizationId": ORG}}}
+    )
 
-    assert reference == ("users", str(oid(7)))
+    assert wanted == [("users", str(oid(7)))]
     assert keys.organizations == (("sellerId→users.userDetails.organizationId", ORG),)
     partner = partner_from_record({"partnerId": "acme", "organizationId": ORG, "webhookScope": "organization"})
     assert scope_decision(partner, keys).routed
@@ -126,9 +128,43 @@ def test_listing_with_own_organization_does_not_look_up_the_seller():
     listing = {"sellerId": oid(7), "organizationId": ORG}
     fields = ROUTING_FIELDS["seller_listings"]
 
-    assert owner_reference(fields, listing) is None
-    keys = routing_keys(fields, listing, owner={"userDetails": {"organizationId": OTHER_ORG}})
+    assert references(fields, listing) == []
+    keys = routing_keys(fields, listing, {("users", str(oid(7))): {"userDetails": {"organizationId": OTHER_ORG}}})
     assert keys.organizations == (("organizationId", ORG),)
+
+
+# "Deals & offers: only if offer.appSource === partnerId or deal.appSource === partnerId"
+OFFER_ID = oid(0x0FF)
+DEAL_VIA_OFFER = [
+    pytest.param({"offerId": OFFER_ID}, "acme", True, id="deal-without-appSource-routes-by-its-offers-appSource"),
+    pytest.param({"offerId": str(OFFER_ID)}, "acme", True, id="offerId-stored-as-a-string"),
+    pytest.param({"offerId": OFFER_ID, "appSource": "other"}, "acme", True, id="either-appSource-matches"),
+    pytest.param({"offerId": OFFER_ID, "appSource": "acme"}, "other", True, id="deal-appSource-still-matches"),
+    pytest.param({"offerId": OFFER_ID}, "other", False, id="offer-appSource-of-another-partner"),
+    pytest.param({"offerId": oid(0xEE)}, "acme", False, id="offer-not-found"),
+    pytest.param({}, "acme", False, id="deal-without-offerId"),
+]
+
+
+@pytest.mark.parametrize(("deal", "offer_app_source", "routed"), DEAL_VIA_OFFER)
+def test_deal_routes_by_its_own_or_its_offers_appSource(deal, offer_app_source, routed):
+    fields = ROUTING_FIELDS["deals"]
+    found = {("offers", str(OFFER_ID)): {"_id": OFFER_ID, "appSource": offer_app_source}}
+    partner = partner_from_record({"partnerId": "acme", "webhookScope": "appSource"})
+
+    keys = routing_keys(fields, deal, {ref: found[ref] for ref in references(fields, deal) if ref in found})
+
+    assert scope_decision(partner, keys).routed is routed
+    if deal.get("offerId") == OFFER_ID and offer_app_source == "acme":
+        assert ("offerId→offers.appSource", "acme") in keys.app_sources
+
+
+def test_offer_appSource_does_not_route_an_organization_scoped_partner():
+    fields = ROUTING_FIELDS["deals"]
+    keys = routing_keys(fields, {"offerId": OFFER_ID}, {("offers", str(OFFER_ID)): {"appSource": "acme"}})
+    partner = partner_from_record({"partnerId": "acme", "organizationId": ORG, "webhookScope": "organization"})
+
+    assert not scope_decision(partner, keys).routed
 
 
 SUBSCRIPTIONS = [

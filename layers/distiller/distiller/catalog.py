@@ -35,14 +35,16 @@ def render() -> str:
         "each eventKey). Each event's trigger-row test is the case of the same name in",
         "`tests/unit/test_reducer_<collection>*.py`.",
         "",
-        "| Event | Collection | Mongo trigger | Payload | Test |",
+        "| Event | Collection | Mongo trigger | Payload (`entityType`) | Test |",
         "|---|---|---|---|---|",
     ]
     for reducer in TABLES:
         for r in reducer.rows:
             test = f"`tests/unit/test_reducer_{reducer.collection}*.py::{r.event}`"
+            entity_type = r.entity_type or reducer.entity_type
             lines.append(
-                f"| `{r.event}` | `{reducer.collection}` | {r.describe()} | {payload_fields(reducer, r)} | {test} |"
+                f"| `{r.event}` | `{reducer.collection}` | {r.describe()} | {payload_fields(reducer, r)} "
+                f"(`{entity_type}`) | {test} |"
             )
     for reducer in TABLES:
         if reducer.aliases:

@@ -33,7 +33,9 @@ def field_id(document: dict[str, Any], *paths: str) -> str | None:
     return None
 
 
-def deal_payload(deal: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+def deal_payload(
+    deal: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Deal event payload: id, guid, status, amount, buyerId, sellerId."""
     return {
         "id": field_id(deal, "_id"),
@@ -45,12 +47,16 @@ def deal_payload(deal: dict[str, Any], detail: dict[str, Any] | None = None) -> 
     }
 
 
-def deal_negative_equity_payload(deal: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+def deal_negative_equity_payload(
+    deal: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Negative-equity events "carry negativeEquity: true on the payload"."""
     return {**deal_payload(deal), "negativeEquity": True}
 
 
-def offer_payload(offer: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+def offer_payload(
+    offer: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Offer event payload: id, guid, status (external vocabulary), listingId, amount, buyerId, sellerId.
 
     The spec's mapping table and its DTO example name the source fields differently
@@ -69,8 +75,11 @@ def offer_payload(offer: dict[str, Any], detail: dict[str, Any] | None = None) -
     }
 
 
-def listing_payload(listing: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Listing event payload; `ownershipType`/`vehicleHaveLien` only when ownership is declared."""
+def listing_payload(
+    listing: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Listing event payload. `vehicleHaveLien` is always present (null when unknown); `ownershipType`
+    only when ownership is declared, as the spec's table marks it."""
     payload = {
         "id": field_id(listing, "_id"),
         "status": field_value(listing, "status"),
@@ -82,14 +91,16 @@ def listing_payload(listing: dict[str, Any], detail: dict[str, Any] | None = Non
         "price": field_value(listing, "price"),
         "sellerId": field_id(listing, "sellerId"),
     }
-    for name in ("ownershipType", "vehicleHaveLien"):
-        value = value_at(listing, f"ownershipInfo.{name}")
-        if value is not MISSING and value is not None:
-            payload[name] = plain(value)
+    ownership_type = value_at(listing, "ownershipInfo.ownershipType")
+    if ownership_type is not MISSING and ownership_type is not None:
+        payload["ownershipType"] = plain(ownership_type)
+    payload["vehicleHaveLien"] = field_value(listing, "ownershipInfo.vehicleHaveLien")
     return payload
 
 
-def user_payload(user: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+def user_payload(
+    user: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """User event payload: id, email, firstName, lastName (top level, else under userDetails)."""
     return {
         "id": field_id(user, "_id"),
@@ -113,7 +124,9 @@ def signers_of(document: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def signature_payload(document: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+def signature_payload(
+    document: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`document.*` payload: id, dealId, docClassification, signers (+ `slot` that was just signed)."""
     payload = {
         "id": field_id(document, "_id"),
@@ -126,7 +139,9 @@ def signature_payload(document: dict[str, Any], detail: dict[str, Any] | None = 
     return payload
 
 
-def approved_document_payload(document: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
+def approved_document_payload(
+    document: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Legacy `deal.poa_approved` / `deal.bill_of_sale_approved`: the document, not the deal."""
     return {
         "id": field_id(document, "_id"),
@@ -136,12 +151,23 @@ def approved_document_payload(document: dict[str, Any], detail: dict[str, Any] |
     }
 
 
-def credit_report_payload(report: dict[str, Any], detail: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Loan-payoff events reference the credit report by id (not the deal id), plus its dealId."""
+def linked_deal_payload(
+    document: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The deal payload of the deal an entity belongs to (`deal.loan_payoff_confirmed`): `id` is the deal's."""
+    return deal_payload(linked_deal or {})
+
+
+def loan_payoff_docs_payload(
+    report: dict[str, Any], detail: dict[str, Any] | None = None, linked_deal: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`deal.loan_payoff_docs`: the linked deal's payload, except that `id` is the credit report's (the
+    spec's stated exception), plus `dealId` so the deal can be fetched without a second lookup."""
+    deal = linked_deal or {}
     return {
+        **deal_payload(deal),
         "id": field_id(report, "_id"),
-        "dealId": field_id(report, "dealId", "deal"),
-        "status": field_value(report, "manualPayoffInfo.status"),
+        "dealId": field_id(deal, "_id") or field_id(report, "dealId", "deal"),
     }
 
 

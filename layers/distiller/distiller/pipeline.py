@@ -26,7 +26,7 @@ from distiller.routing import (
     RoutingKeys,
     matched_link,
     matching_subscription,
-    owner_reference,
+    references,
     routing_keys,
     routing_keys_via_deals,
     scope_decision,
@@ -90,7 +90,8 @@ class _Work:
     document: dict[str, Any] | None = None
     rows: list[tuple[Row, dict[str, Any]]] = field(default_factory=list)
     index: int = 0
-    owner: dict[str, Any] | None = None
+    found: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Documents routing borrows values from, by `(collection, id)` (`routing.references`)."""
     linked: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     """(deal id, deal) for each deal the entity belongs to (documents, credit reports)."""
 
@@ -157,9 +158,9 @@ def distill(
         work = [w for w in work if w.document is not None]
         _reduce(work, results)
         work = [w for w in work if w.rows]
-        _resolve_owners(work, lookups)
         _resolve_linked_deals(work, lookups, results, explain)
         work = [w for w in work if isinstance(results[w.index], ChangeOutcome) and w.rows]
+        _resolve_references(work, lookups)
         directory = PartnerDirectory(lookups.partners()) if work else PartnerDirectory([])
         for w in work:
             try:
@@ -216,21 +217,30 @@ def _reduce(work: list[_Work], results: list[ChangeOutcome | RecordError]) -> No
             w.outcome.note = "no trigger row matched this change"
 
 
-def _resolve_owners(work: list[_Work], lookups: Lookups) -> None:
-    """Entities without an organization of their own route through their owner (listings: the seller user)."""
-    refs: dict[int, tuple[str, str]] = {}
+def _resolve_references(work: list[_Work], lookups: Lookups) -> None:
+    """Documents routing borrows values from (a listing's seller, a deal's offer), for every entity and
+    every linked deal of the batch: one query per collection."""
     wanted: dict[str, set[str]] = defaultdict(set)
-    for i, w in enumerate(work):
+    for w in work:
         fields = ROUTING_FIELDS.get(w.change.collection)
-        ref = owner_reference(fields, w.document) if fields is not None and w.document is not None else None
-        if ref is not None:
-            refs[i] = ref
-            wanted[ref[0]].add(ref[1])
-    owners = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
-    for i, (collection, owner_id) in refs.items():
-        work[i].owner = owners[collection].get(owner_id)
-        if work[i].owner is None:
-            logger.warning("owner %s %s of %s not found", collection, owner_id, work[i].change.origin)
+        if fields is not None and w.document is not None:
+            for collection, ref_id in references(fields, w.document):
+                wanted[collection].add(ref_id)
+        for _, deal in w.linked:
+            if deal is not None:
+                for collection, ref_id in references(ROUTING_FIELDS["deals"], deal):
+                    wanted[collection].add(ref_id)
+    fetched = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
+    for w in work:
+        fields = ROUTING_FIELDS.get(w.change.collection)
+        mine = references(fields, w.document) if fields is not None and w.document is not None else []
+        mine += [ref for _, deal in w.linked if deal is not None for ref in references(ROUTING_FIELDS["deals"], deal)]
+        for collection, ref_id in mine:
+            document = fetched[collection].get(ref_id)
+            if document is None:
+                logger.warning("%s %s referenced by %s not found", collection, ref_id, w.change.origin)
+            else:
+                w.found[(collection, ref_id)] = document
 
 
 def linked_deal_ids(reducer: Reducer, document: dict[str, Any]) -> list[str]:
@@ -287,17 +297,29 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: Fil
     change, document = w.change, w.document
     per_deal: list[tuple[str, RoutingKeys]] = []
     if w.reducer.linked_deals:
-        keys, per_deal = routing_keys_via_deals(w.linked)
+        keys, per_deal = routing_keys_via_deals(w.linked, w.found)
         if not per_deal and explain:
             w.outcome.note = f"no linked deal ({', '.join(w.reducer.linked_deals)} empty): routed to nobody"
     else:
-        keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.owner)
-    bodies = []
-    for r, detail in w.rows:
-        body = (r.payload or w.reducer.payload)(document, detail)
-        if r.files is not None:
-            body["documents"] = [_file_entry(file_links, key, name) for key, name in r.files(document)]
-        bodies.append(body)
+        keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.found)
+    deals = dict(w.linked)
+    files: dict[int, list[dict[str, Any]]] = {}
+    bodies: dict[str | None, list[dict[str, Any]]] = {}
+
+    def bodies_for(deal_id: str | None) -> list[dict[str, Any]]:
+        """The event bodies as a partner reaching the entity through `deal_id` receives them (built once)."""
+        if deal_id not in bodies:
+            linked_deal = deals.get(deal_id) if deal_id is not None else None
+            built = []
+            for index, (r, detail) in enumerate(w.rows):
+                body = (r.payload or w.reducer.payload)(document, detail, linked_deal)
+                if r.files is not None:
+                    if index not in files:
+                        files[index] = [_file_entry(file_links, key, name) for key, name in r.files(document)]
+                    body["documents"] = files[index]
+                built.append(body)
+            bodies[deal_id] = built
+        return bodies[deal_id]
 
     for partner in directory.partners if explain else directory.candidates(keys):
         routing: PartnerRouting | None = None
@@ -311,7 +333,7 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: Fil
             continue
         # A document on several deals reaches each partner with the deal that partner is on.
         deal_id = next((d for d, k in per_deal if matched_link(partner, k) is not None), None)
-        for emitted, body in zip(w.outcome.events, bodies, strict=True):
+        for emitted, (r, _), body in zip(w.outcome.events, w.rows, bodies_for(deal_id), strict=True):
             pattern = matching_subscription(partner.events, emitted.event)
             if routing is not None:
                 routing.events[emitted.event] = (
@@ -323,7 +345,8 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: Fil
                 continue
             key = event_key(change.resume_token, partner.partner_id, emitted.event, emitted.emission_index)
             eid = event_id(key)
-            payload = {"id": body.get("id"), "eventId": eid, "eventKey": key, "entityType": w.reducer.entity_type}
+            entity_type = r.entity_type or w.reducer.entity_type
+            payload = {"id": body.get("id"), "eventId": eid, "eventKey": key, "entityType": entity_type}
             payload.update(body)
             if deal_id is not None and "dealId" in payload:
                 payload["dealId"] = deal_id

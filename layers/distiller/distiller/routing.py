@@ -6,6 +6,7 @@ partner and nothing else: no reducer, no change event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,15 @@ from distiller.transitions import MISSING, value_at
 
 
 @dataclass(frozen=True, slots=True)
-class OwnerFallback:
-    """Where an entity's organization comes from when it carries none itself."""
+class Borrowed:
+    """Routing values an entity takes from a document it references (looked up once per batch)."""
 
     collection: str
     id_path: str
-    organization_path: str
+    app_source: tuple[str, ...] = ()
+    organization: tuple[str, ...] = ()
+    only_without_own_organization: bool = False
+    """Borrow only when the entity carries no organization of its own (a listing's seller)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,19 +33,34 @@ class RoutingFields:
 
     app_source: tuple[str, ...]
     organization: tuple[str, ...]
-    owner_fallback: OwnerFallback | None = None
+    borrowed: tuple[Borrowed, ...] = ()
 
 
 ROUTING_FIELDS: dict[str, RoutingFields] = {
-    "deals": RoutingFields(("appSource",), ("buyer.organizationId", "seller.organizationId")),
+    # "Only if offer.appSource === partnerId or deal.appSource === partnerId": a deal also routes on
+    # the appSource of the offer it came from (`offerId`), whether or not it carries its own.
+    "deals": RoutingFields(
+        ("appSource",),
+        ("buyer.organizationId", "seller.organizationId"),
+        borrowed=(Borrowed("offers", "offerId", app_source=("appSource",)),),
+    ),
     "offers": RoutingFields(("appSource",), ("offeredByOrganizationId", "offeredToOrganizationId")),
+    # "Listing owner is in partner.organizationId": a listing without an organization of its own
+    # routes through its seller user.
     "seller_listings": RoutingFields(
         ("appSource",),
         ("organizationId",),
-        owner_fallback=OwnerFallback("users", "sellerId", "userDetails.organizationId"),
+        borrowed=(
+            Borrowed(
+                "users", "sellerId", organization=("userDetails.organizationId",), only_without_own_organization=True
+            ),
+        ),
     ),
     "users": RoutingFields(("appRegisteredFrom",), ("userDetails.organizationId",)),
 }
+
+References = Mapping[tuple[str, str], dict[str, Any]]
+"""Borrowed-from documents by `(collection, id)`, as `references` names them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,26 +86,44 @@ def _values(document: dict[str, Any] | None, paths: tuple[str, ...], label: str 
     return found
 
 
-def owner_reference(fields: RoutingFields, document: dict[str, Any]) -> tuple[str, str] | None:
-    """`(collection, id)` of the owner to look up, when the document has no organization of its own."""
-    fallback = fields.owner_fallback
-    if fallback is None or _values(document, fields.organization):
-        return None
-    owner_id = value_at(document, fallback.id_path)
-    if owner_id is MISSING or owner_id is None:
-        return None
-    return fallback.collection, id_string(plain(owner_id)) or ""
+def references(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[str, str]]:
+    """`(collection, id)` of every document the entity borrows routing values from, to look up."""
+    wanted = []
+    for borrowed in fields.borrowed:
+        if borrowed.only_without_own_organization and _values(document, fields.organization):
+            continue
+        ref = value_at(document, borrowed.id_path)
+        if ref is not MISSING and ref is not None and ref != "":
+            wanted.append((borrowed.collection, id_string(plain(ref)) or ""))
+    return wanted
 
 
-def routing_keys(fields: RoutingFields, document: dict[str, Any], owner: dict[str, Any] | None = None) -> RoutingKeys:
-    """Routing values of one entity; `owner` is the looked-up owner when `owner_reference` asked for one."""
+def routing_keys(fields: RoutingFields, document: dict[str, Any], found: References | None = None) -> RoutingKeys:
+    """Routing values of one entity; `found` holds the documents `references` asked for."""
+    app_sources = _values(document, fields.app_source)
     organizations = _values(document, fields.organization)
-    if not organizations and fields.owner_fallback is not None and owner is not None:
-        fallback = fields.owner_fallback
-        organizations = _values(
-            owner, (fallback.organization_path,), label=f"{fallback.id_path}→{fallback.collection}."
-        )
-    return RoutingKeys(tuple(_values(document, fields.app_source)), tuple(organizations))
+    own_organization = bool(organizations)
+    for borrowed, ref in _borrowed_documents(fields, document, found or {}):
+        if borrowed.only_without_own_organization and own_organization:
+            continue
+        label = f"{borrowed.id_path}→{borrowed.collection}."
+        app_sources += _values(ref, borrowed.app_source, label)
+        organizations += _values(ref, borrowed.organization, label)
+    return RoutingKeys(tuple(app_sources), tuple(organizations))
+
+
+def _borrowed_documents(
+    fields: RoutingFields, document: dict[str, Any], found: References
+) -> list[tuple[Borrowed, dict[str, Any]]]:
+    pairs = []
+    for borrowed in fields.borrowed:
+        ref = value_at(document, borrowed.id_path)
+        if ref is MISSING or ref is None:
+            continue
+        target = found.get((borrowed.collection, id_string(plain(ref)) or ""))
+        if target is not None:
+            pairs.append((borrowed, target))
+    return pairs
 
 
 def matched_link(partner: Partner, keys: RoutingKeys) -> str | None:
@@ -141,7 +178,7 @@ def matching_subscription(patterns: tuple[str, ...], event: str) -> str | None:
 
 
 def routing_keys_via_deals(
-    linked: list[tuple[str, dict[str, Any] | None]],
+    linked: list[tuple[str, dict[str, Any] | None]], found: References | None = None
 ) -> tuple[RoutingKeys, list[tuple[str, RoutingKeys]]]:
     """Routing values of an entity that belongs to deals (documents, credit reports).
 
@@ -149,7 +186,7 @@ def routing_keys_via_deals(
     so a caller can tell which deal a partner reaches it through.
     """
     deal_fields = ROUTING_FIELDS["deals"]
-    per_deal = [(deal_id, routing_keys(deal_fields, deal)) for deal_id, deal in linked if deal is not None]
+    per_deal = [(deal_id, routing_keys(deal_fields, deal, found)) for deal_id, deal in linked if deal is not None]
     union = RoutingKeys(
         tuple((f"deal {d}.{f}", v) for d, k in per_deal for f, v in k.app_sources),
         tuple((f"deal {d}.{f}", v) for d, k in per_deal for f, v in k.organizations),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +35,11 @@ from distiller.reducers.deals import TITLE_FILES
 from distiller.reducers.signatures import SIGNED_FILES
 from distiller.routing import (
     ROUTING_FIELDS,
+    Borrowed,
+    References,
     RoutingFields,
     matched_link,
-    owner_reference,
+    references,
     routing_keys,
     routing_keys_via_deals,
 )
@@ -80,7 +82,7 @@ def _forms(value: str) -> list[Any]:
 
 
 def scope_filter(
-    partner: Partner, fields: RoutingFields, owner_ids: Iterable[str] | None = None
+    partner: Partner, fields: RoutingFields, borrowed_ids: Mapping[Borrowed, Iterable[str]] | None = None
 ) -> dict[str, Any] | None:
     """The Mongo filter selecting what `routing.matched_link` routes to `partner`; None: nothing.
 
@@ -89,24 +91,32 @@ def scope_filter(
     - scope `appSource`/`both`: an app-source path equals the partnerId;
     - scope `organization`/`both`, partner with an organizationId: an organization path holds it
       (as a string or an ObjectId);
-    - with an owner fallback (listings): a document with no organization of its own (every
-      organization path missing, null or "") whose owner reference (`sellerId`) is one of
-      `owner_ids`, the owners (users) in the partner's organization.
+    - for each borrowed link (a deal's offer, a listing's seller): the reference (`offerId`,
+      `sellerId`) is one of `borrowed_ids[link]`, the referenced documents that route to the
+      partner by that link's fields; a link borrowed only without an own organization also
+      requires every organization path missing, null or "".
     """
     if not partner.active:
         return None
     clauses: list[dict[str, Any]] = []
-    if partner.webhook_scope != "organization":
+    by_app_source = partner.webhook_scope != "organization"
+    by_organization = partner.webhook_scope != "appSource" and bool(partner.organization_id)
+    if by_app_source:
         app_forms = _forms(partner.partner_id)
         clauses += [{path: {"$in": app_forms}} for path in fields.app_source]
-    if partner.webhook_scope != "appSource" and partner.organization_id:
-        org_forms = _forms(partner.organization_id)
+    if by_organization:
+        org_forms = _forms(partner.organization_id or "")
         clauses += [{path: {"$in": org_forms}} for path in fields.organization]
-        fallback = fields.owner_fallback
-        owners = [form for owner_id in owner_ids or () if owner_id for form in _forms(owner_id)]
-        if fallback is not None and owners:
+    for borrowed in fields.borrowed:
+        applies = (by_app_source and borrowed.app_source) or (by_organization and borrowed.organization)
+        ids = [form for ref_id in (borrowed_ids or {}).get(borrowed, ()) if ref_id for form in _forms(ref_id)]
+        if not applies or not ids:
+            continue
+        clause: dict[str, Any] = {borrowed.id_path: {"$in": ids}}
+        if borrowed.only_without_own_organization:
             no_own_organization = [{path: {"$in": [None, ""]}} for path in fields.organization]
-            clauses.append({"$and": [*no_own_organization, {fallback.id_path: {"$in": owners}}]})
+            clause = {"$and": [*no_own_organization, clause]}
+        clauses.append(clause)
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$or": clauses}
@@ -249,19 +259,24 @@ class PartnerData:
 
     def _scope(self, partner: Partner, collection: str) -> dict[str, Any] | None:
         fields = ROUTING_FIELDS[collection]
-        return scope_filter(partner, fields, self._owner_ids(partner, fields))
+        return scope_filter(partner, fields, self._borrowed_ids(partner, fields))
 
-    def _owner_ids(self, partner: Partner, fields: RoutingFields) -> list[str] | None:
-        """Ids of the owners (users) in the partner's organization, for the owner fallback."""
-        fallback = fields.owner_fallback
-        if fallback is None or not partner.active or partner.webhook_scope == "appSource":
-            return None
-        if not partner.organization_id:
-            return None
-        found = self._db[fallback.collection].find(
-            {fallback.organization_path: {"$in": _forms(partner.organization_id)}}, {"_id": 1}
-        )
-        return [owner_id for owner_id in (id_string(plain(d["_id"])) for d in found) if owner_id]
+    def _borrowed_ids(self, partner: Partner, fields: RoutingFields) -> dict[Borrowed, list[str]]:
+        """For each borrowed link, the ids of the referenced documents that route to the partner by
+        the link's fields (the offers it originated, the users in its organization)."""
+        out: dict[Borrowed, list[str]] = {}
+        if not partner.active:
+            return out
+        for borrowed in fields.borrowed:
+            clauses: list[dict[str, Any]] = []
+            if partner.webhook_scope != "organization":
+                clauses += [{path: {"$in": _forms(partner.partner_id)}} for path in borrowed.app_source]
+            if partner.webhook_scope != "appSource" and partner.organization_id:
+                clauses += [{path: {"$in": _forms(partner.organization_id)}} for path in borrowed.organization]
+            if clauses:
+                found = self._db[borrowed.collection].find({"$or": clauses}, {"_id": 1})
+                out[borrowed] = [ref for ref in (id_string(plain(d["_id"])) for d in found) if ref]
+        return out
 
     def _list(self, partner: Partner, collection: str, page: int, limit: int, where: dict[str, Any] | None) -> Page:
         _check_page(page, limit)
@@ -285,16 +300,10 @@ class PartnerData:
     def _routed(self, partner: Partner, collection: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The documents the router sends to `partner` (the filter's result, decided again)."""
         fields = ROUTING_FIELDS[collection]
-        references = [owner_reference(fields, d) for d in documents]
-        wanted: dict[str, set[str]] = {}
-        for reference in references:
-            if reference is not None:
-                wanted.setdefault(reference[0], set()).add(reference[1])
-        owners = {name: self._by_ids(name, ids) for name, ids in wanted.items()}
+        found = self._references(fields, documents)
         kept = []
-        for document, reference in zip(documents, references, strict=True):
-            owner = owners[reference[0]].get(reference[1]) if reference is not None else None
-            if matched_link(partner, routing_keys(fields, document, owner)) is not None:
+        for document in documents:
+            if matched_link(partner, routing_keys(fields, document, found)) is not None:
                 kept.append(document)
             else:
                 logger.error(
@@ -305,13 +314,26 @@ class PartnerData:
                 )
         return kept
 
+    def _references(self, fields: RoutingFields, documents: Iterable[dict[str, Any]]) -> References:
+        """The documents routing borrows values from, for all of `documents`: one query per collection."""
+        wanted: dict[str, set[str]] = {}
+        for document in documents:
+            for collection, ref_id in references(fields, document):
+                wanted.setdefault(collection, set()).add(ref_id)
+        return {
+            (collection, ref_id): document
+            for collection, ids in wanted.items()
+            for ref_id, document in self._by_ids(collection, ids).items()
+        }
+
     def _entitled_deal(self, partner: Partner, collection: str, document: dict[str, Any]) -> str | None:
         """The first of the document's deals through which the partner is entitled to it, or None."""
         deal_ids = linked_deal_ids(REDUCERS[collection], document)
         if not deal_ids:
             return None
         deals = self._by_ids(DEALS, deal_ids)
-        union, per_deal = routing_keys_via_deals([(deal_id, deals.get(deal_id)) for deal_id in deal_ids])
+        found = self._references(ROUTING_FIELDS[DEALS], deals.values())
+        union, per_deal = routing_keys_via_deals([(deal_id, deals.get(deal_id)) for deal_id in deal_ids], found)
         if matched_link(partner, union) is None:
             return None
         return next((deal_id for deal_id, keys in per_deal if matched_link(partner, keys) is not None), None)

@@ -14,6 +14,7 @@ from distiller.reducers.rules import (
     IsSet,
     NotTouched,
     Reducer,
+    SetTrue,
     Touched,
     Updated,
     row,
@@ -21,7 +22,7 @@ from distiller.reducers.rules import (
 
 #: The seller's title photos, carried as signed links by both title events.
 TITLE_FILES = files_at("titleAttachment.files", "titleAttachment.images", "titleAttachment.photos")
-NEGATIVE_EQUITY = Becomes("negativeEquity", True)
+NEGATIVE_EQUITY = SetTrue("negativeEquity")
 AMOUNT = "payment.privateAutoPay.amount"
 
 REDUCER = Reducer(
@@ -53,7 +54,7 @@ REDUCER = Reducer(
             AllOf((NEGATIVE_EQUITY, Touched(AMOUNT))),
             payload=deal_negative_equity_payload,
         ),
-        row("deal.negative_equity_funded", Becomes("negativeEquityFunded", True)),
+        row("deal.negative_equity_funded", SetTrue("negativeEquityFunded")),
         row("deal.payment_initiated", Becomes("dealState.closingStatus", "initiated")),
         row("deal.payment_acknowledged", Becomes("dealState.closingStatus", "acknowledged")),
         row("deal.completed", Becomes("status", "sold")),

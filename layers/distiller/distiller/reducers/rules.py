@@ -53,24 +53,62 @@ class Inserted:
         return "insert"
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Equal and of the same kind: `1`, `1.0` and `"true"` are not the boolean `true` (Python's `1 == True`)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _folded(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Becomes(_OnPath):
-    """`path → value`: written with `value`, and (given a pre-image) not already `value`."""
+    """`path → value`: written with `value`, and (given a pre-image) not already `value`.
+
+    `any_case`: a text value matches in any letter case (`CONFIRMED`, `Confirmed`), and a change
+    of case alone is not a transition.
+    """
 
     path: str
     value: Any
     on_insert: bool = False
+    any_case: bool = False
 
     def fires(self, t: Transitions) -> bool:
-        return t.touched(self.path) and t.after(self.path) == self.value and t.before(self.path) != self.value
+        return t.touched(self.path) and self._is(t.after(self.path)) and not self._is(t.before(self.path))
+
+    def _is(self, value: Any) -> bool:
+        if self.any_case:
+            return same_value(_folded(value), _folded(self.value))
+        return same_value(value, self.value)
 
     def describe(self) -> str:
-        return f"{self.path} → {self.value}"
+        return f"{self.path} → {self.value}" + (" (any letter case)" if self.any_case else "")
+
+
+@dataclass(frozen=True, slots=True)
+class SetTrue(_OnPath):
+    """`path set true`: written with the boolean `true`, and (given a pre-image) not `true` before.
+
+    Only the boolean counts: `1`, `1.0`, `"true"` are other values (an ordinary field write).
+    """
+
+    path: str
+    on_insert: bool = False
+
+    def fires(self, t: Transitions) -> bool:
+        return t.touched(self.path) and t.after(self.path) is True and t.before(self.path) is not True
+
+    def describe(self) -> str:
+        return f"{self.path} set true (the boolean)"
 
 
 @dataclass(frozen=True, slots=True)
 class BecomesTruthy(_OnPath):
-    """`path set truthy` / `path set true`: written truthy, and (given a pre-image) not truthy before."""
+    """`path set truthy`: written truthy, and (given a pre-image) not truthy before."""
 
     path: str
     on_insert: bool = False
@@ -276,7 +314,9 @@ class FirstAdded(_OnPath):
 
 
 PayloadBuilder = Callable[..., dict[str, Any]]
-"""`(document, detail=None) -> payload fields`; `detail` carries per-emission data (a slot)."""
+"""`(document, detail=None, linked_deal=None) -> payload fields`. `detail` carries per-emission data
+(a slot); `linked_deal` is the deal through which the receiving partner reaches an entity that
+routes through deals (documents, credit reports), or None."""
 
 FileRef = tuple[str, str]
 """(storage key, filename) of a file an event carries as a signed link."""
@@ -298,6 +338,8 @@ class Row:
     """Conditions on the document itself (e.g. `docClassification == poa`)."""
     files: Callable[[dict[str, Any]], list[FileRef]] | None = None
     """Files the event carries as `documents[]` signed links."""
+    entity_type: str | None = None
+    """Overrides the collection's `entityType` when the payload's `id` is another entity's (a deal's)."""
 
     def fires(self, t: Transitions) -> bool:
         return any((trigger.on_insert or not t.is_insert) and trigger.fires(t) for trigger in self.triggers)
@@ -327,6 +369,7 @@ def row(
     payload: PayloadBuilder | None = None,
     where: dict[str, Any] | None = None,
     files: Callable[[dict[str, Any]], list[FileRef]] | None = None,
+    entity_type: str | None = None,
 ) -> Row:
     fields = [trigger.watches for trigger in triggers]
     watches = None if None in fields else frozenset(f for f in fields if f is not None)
@@ -334,7 +377,7 @@ def row(
     conditions = tuple((where or {}).items())
     if conditions:
         text += " (where " + ", ".join(f"{k} = {v}" for k, v in conditions) + ")"
-    return Row(event, tuple(triggers), payload, watches, text, conditions, files)
+    return Row(event, tuple(triggers), payload, watches, text, conditions, files, entity_type)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ first match wins; `listing.updated` is the catch-all. An insert yields `listing.
 """
 
 from distiller.payloads import listing_payload
-from distiller.reducers.rules import AnyOtherChange, Becomes, BecomesTruthy, Inserted, IsSet, Reducer, row
+from distiller.reducers.rules import AnyOtherChange, Becomes, Inserted, IsSet, Reducer, SetTrue, row
 
 #: Writes that are bookkeeping or belong to another feature, never a partner-visible edit.
 #: `cashOffer*` is the spec's "cash-offer" exclusion from the catch-all.
@@ -23,7 +23,7 @@ REDUCER = Reducer(
             "listing.deleted",
             Becomes("status", "deactivated"),
             Becomes("status", "expired"),
-            BecomesTruthy("deleted"),
+            SetTrue("deleted"),
         ),
         row("listing.sold", Becomes("status", "sold")),
         row("listing.published", Becomes("status", "live")),
