@@ -221,20 +221,16 @@ def _resolve_references(work: list[_Work], lookups: Lookups) -> None:
     """Documents routing borrows values from (a listing's seller, a deal's offer), for every entity and
     every linked deal of the batch: one query per collection."""
     wanted: dict[str, set[str]] = defaultdict(set)
-    for w in work:
-        fields = ROUTING_FIELDS.get(w.change.collection)
-        if fields is not None and w.document is not None:
-            for collection, ref_id in references(fields, w.document):
-                wanted[collection].add(ref_id)
-        for _, deal in w.linked:
-            if deal is not None:
-                for collection, ref_id in references(ROUTING_FIELDS["deals"], deal):
-                    wanted[collection].add(ref_id)
-    fetched = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
+    refs: list[list[tuple[str, str]]] = []
     for w in work:
         fields = ROUTING_FIELDS.get(w.change.collection)
         mine = references(fields, w.document) if fields is not None and w.document is not None else []
         mine += [ref for _, deal in w.linked if deal is not None for ref in references(ROUTING_FIELDS["deals"], deal)]
+        refs.append(mine)
+        for collection, ref_id in mine:
+            wanted[collection].add(ref_id)
+    fetched = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
+    for w, mine in zip(work, refs, strict=True):
         for collection, ref_id in mine:
             document = fetched[collection].get(ref_id)
             if document is None:
