@@ -86,44 +86,36 @@ def _values(document: dict[str, Any] | None, paths: tuple[str, ...], label: str 
     return found
 
 
-def references(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[str, str]]:
-    """`(collection, id)` of every document the entity borrows routing values from, to look up."""
-    wanted = []
+def _links(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[Borrowed, str]]:
+    """Each borrowed link the entity uses, with the referenced id (a listing with an organization of
+    its own does not borrow its seller's)."""
+    own_organization = bool(_values(document, fields.organization))
+    links = []
     for borrowed in fields.borrowed:
-        if borrowed.only_without_own_organization and _values(document, fields.organization):
+        if borrowed.only_without_own_organization and own_organization:
             continue
         ref = value_at(document, borrowed.id_path)
         if ref is not MISSING and ref is not None and ref != "":
-            wanted.append((borrowed.collection, id_string(plain(ref)) or ""))
-    return wanted
+            links.append((borrowed, id_string(plain(ref)) or ""))
+    return links
+
+
+def references(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[str, str]]:
+    """`(collection, id)` of every document the entity borrows routing values from, to look up."""
+    return [(borrowed.collection, ref_id) for borrowed, ref_id in _links(fields, document)]
 
 
 def routing_keys(fields: RoutingFields, document: dict[str, Any], found: References | None = None) -> RoutingKeys:
     """Routing values of one entity; `found` holds the documents `references` asked for."""
     app_sources = _values(document, fields.app_source)
     organizations = _values(document, fields.organization)
-    own_organization = bool(organizations)
-    for borrowed, ref in _borrowed_documents(fields, document, found or {}):
-        if borrowed.only_without_own_organization and own_organization:
-            continue
-        label = f"{borrowed.id_path}→{borrowed.collection}."
-        app_sources += _values(ref, borrowed.app_source, label)
-        organizations += _values(ref, borrowed.organization, label)
-    return RoutingKeys(tuple(app_sources), tuple(organizations))
-
-
-def _borrowed_documents(
-    fields: RoutingFields, document: dict[str, Any], found: References
-) -> list[tuple[Borrowed, dict[str, Any]]]:
-    pairs = []
-    for borrowed in fields.borrowed:
-        ref = value_at(document, borrowed.id_path)
-        if ref is MISSING or ref is None:
-            continue
-        target = found.get((borrowed.collection, id_string(plain(ref)) or ""))
+    for borrowed, ref_id in _links(fields, document):
+        target = (found or {}).get((borrowed.collection, ref_id))
         if target is not None:
-            pairs.append((borrowed, target))
-    return pairs
+            label = f"{borrowed.id_path}→{borrowed.collection}."
+            app_sources += _values(target, borrowed.app_source, label)
+            organizations += _values(target, borrowed.organization, label)
+    return RoutingKeys(tuple(app_sources), tuple(organizations))
 
 
 def matched_link(partner: Partner, keys: RoutingKeys) -> str | None:

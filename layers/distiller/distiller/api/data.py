@@ -98,17 +98,9 @@ def scope_filter(
     """
     if not partner.active:
         return None
-    clauses: list[dict[str, Any]] = []
-    by_app_source = partner.webhook_scope != "organization"
-    by_organization = partner.webhook_scope != "appSource" and bool(partner.organization_id)
-    if by_app_source:
-        app_forms = _forms(partner.partner_id)
-        clauses += [{path: {"$in": app_forms}} for path in fields.app_source]
-    if by_organization:
-        org_forms = _forms(partner.organization_id or "")
-        clauses += [{path: {"$in": org_forms}} for path in fields.organization]
+    clauses = _matching(partner, fields.app_source, fields.organization)
     for borrowed in fields.borrowed:
-        applies = (by_app_source and borrowed.app_source) or (by_organization and borrowed.organization)
+        applies = bool(_matching(partner, borrowed.app_source, borrowed.organization))
         ids = [form for ref_id in (borrowed_ids or {}).get(borrowed, ()) if ref_id for form in _forms(ref_id)]
         if not applies or not ids:
             continue
@@ -120,6 +112,17 @@ def scope_filter(
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def _matching(partner: Partner, app_source: tuple[str, ...], organization: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One clause per path through which the partner's webhookScope may reach a document: the
+    app-source paths holding its partnerId, the organization paths holding its organizationId."""
+    clauses: list[dict[str, Any]] = []
+    if partner.webhook_scope != "organization":
+        clauses += [{path: {"$in": _forms(partner.partner_id)}} for path in app_source]
+    if partner.webhook_scope != "appSource" and partner.organization_id:
+        clauses += [{path: {"$in": _forms(partner.organization_id)}} for path in organization]
+    return clauses
 
 
 def _both(*filters: dict[str, Any] | None) -> dict[str, Any]:
@@ -268,11 +271,7 @@ class PartnerData:
         if not partner.active:
             return out
         for borrowed in fields.borrowed:
-            clauses: list[dict[str, Any]] = []
-            if partner.webhook_scope != "organization":
-                clauses += [{path: {"$in": _forms(partner.partner_id)}} for path in borrowed.app_source]
-            if partner.webhook_scope != "appSource" and partner.organization_id:
-                clauses += [{path: {"$in": _forms(partner.organization_id)}} for path in borrowed.organization]
+            clauses = _matching(partner, borrowed.app_source, borrowed.organization)
             if clauses:
                 found = self._db[borrowed.collection].find({"$or": clauses}, {"_id": 1})
                 out[borrowed] = [ref for ref in (id_string(plain(d["_id"])) for d in found) if ref]
