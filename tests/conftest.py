@@ -41,3 +41,7 @@ def load_function(name: str) -> ModuleType:
     from distiller.local.pipeline import load_handler_module  # after the environment above is set
 
     return load_handler_module(name, prefix="function_")
+
+
+# The dispatcher's world (moto queues, mongomock log, partners) and loopback partner endpoints.
+from tests.delivery_world import serve, world  # noqa: E402,F401

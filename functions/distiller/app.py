@@ -36,7 +36,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime = get_runtime()
     records = lambda_records(event)
     result = ingest(
-        records, runtime.lookups, runtime.delivery_queue, runtime.ingest_dead_letters, file_links=runtime.file_links
+        records,
+        runtime.lookups,
+        runtime.delivery_queue,
+        runtime.ingest_dead_letters,
+        file_links=runtime.file_links,
+        payloads=runtime.payloads,
+        policy=runtime.retry_policy,
     )
 
     metrics.add_metric(name="ChangeEvents", unit=MetricUnit.Count, value=result.change_events)

@@ -1,8 +1,11 @@
 """Relay function: every minute, forward the source collections' change stream to the ingest queue.
 
 Thin by design: the `Relay` reads for at most RELAY_MAX_SECONDS (and never past the invocation's
-own time), sends changes in order, checkpoints what SQS accepted and returns the counts. A lost
-or invalidated stream position fails the invocation loudly: it never restarts from "now".
+own time), sends changes in order, checkpoints what SQS accepted and returns the counts. A change
+too big for SQS is parked on the ingest dead-letter queue (INGEST_DLQ_URL) and counted as
+`RelayParkedChanges`. A lost or invalidated stream position, a missing checkpoint without
+RELAY_START_AT, or an oversize change that could not be parked fails the invocation loudly: it
+never restarts from "now" on its own.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ def _record(result: RelayResult | None) -> None:
     if result is None:
         return
     metrics.add_metric(name="RelayedChanges", unit=MetricUnit.Count, value=result.sent)
-    metrics.add_metric(name="RelayUnsentChanges", unit=MetricUnit.Count, value=result.read - result.sent)
+    metrics.add_metric(name="RelayParkedChanges", unit=MetricUnit.Count, value=result.parked)
+    metrics.add_metric(
+        name="RelayUnsentChanges", unit=MetricUnit.Count, value=result.read - result.sent - result.parked
+    )
 
 
 @logger.inject_lambda_context

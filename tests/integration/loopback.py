@@ -11,6 +11,8 @@ the teardown.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -31,6 +33,8 @@ class Reply:
     trickle_every: float = 0.0
     """Send the response (status line, headers, body) a few bytes at a time, this many seconds apart."""
     trickle_bytes: int = 4
+    reset_mid_response: bool = False
+    """Write the status line and part of the headers, then reset the connection (TCP RST)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,9 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             reply = server._arrived(request)
             server._wait(reply)
             try:
-                if reply.trickle_every:
+                if reply.reset_mid_response:
+                    self._reset(reply)
+                elif reply.trickle_every:
                     self._trickle(reply)
                 else:
                     self.send_response(reply.status)
@@ -169,6 +175,14 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True  # the client gave up (timeout): nothing to answer
             finally:
                 server._done()
+
+        def _reset(self, reply: Reply) -> None:
+            self.wfile.write(f"HTTP/1.1 {reply.status} OK\r\nContent-Le".encode("latin-1"))
+            self.wfile.flush()
+            # SO_LINGER 0: close() sends RST instead of FIN, as a crashing partner proxy does.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
 
         def _trickle(self, reply: Reply) -> None:
             head = [f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}"]

@@ -14,41 +14,29 @@ distiller.signing. Nothing asserts on elapsed time: waits are generous loops on 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
-import itertools
 import json
 import socket
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import mongomock
 import pytest
 import urllib3.util.connection
-from aws_lambda_powertools.utilities import parameters
-from moto import mock_aws
-from moto.sqs.models import sqs_backends
 
 from distiller.delivery import DeliveryMessage
 from distiller.delivery_log import DELIVERIES_COLLECTION, DeliveryAttempt, MongoDeliveryLog
-from distiller.dispatch import Dispatcher, RetrySchedule
-from distiller.ejson import iso_utc
+from distiller.dispatch import RetrySchedule
+from distiller.ejson import iso_utc, utc_now
 from distiller.lookups import LookupFailure
-from distiller.partner_secrets import PartnerSecrets
-from distiller.partners import Partner, partner_from_record
-from distiller.queues import OutgoingMessage, SqsQueue
-from distiller.runtime import DispatcherRuntime
+from distiller.partners import partner_from_record
+from distiller.queues import OutgoingMessage
 from distiller.webhook_sender import SendResult, WebhookSender
 from tests.conftest import load_function
-from tests.integration.loopback import LoopbackServer, Received, Reply, free_port
-
-REGION = "us-east-2"
-EMITTED_AT = "2025-03-14T15:09:26.535Z"
+from tests.delivery_world import DISPATCHER_VISIBILITY_TIMEOUT, EMITTED_AT, message, wait_until
+from tests.integration.loopback import Received, Reply, free_port
 
 # The spec's "Webhooks" table, name -> value (None: checked separately).
 SPEC_HEADERS: dict[str, str | None] = {
@@ -76,219 +64,6 @@ def signed_with(request: Received, secret: str) -> bool:
     received = request.header("X-PA-Signature") or ""
     expected = spec_signature(secret, request.header("X-PA-Timestamp") or "", request.body)
     return hmac.compare_digest(received.encode(), expected.encode())
-
-
-# -- messages ----------------------------------------------------------------------------------
-
-_serial = itertools.count(1)
-
-
-def message(partner_id: str, event: str = "deal.completed", *, attempt: int = 0) -> DeliveryMessage:
-    """A delivery as the distiller queues it: payload carries eventId and eventKey at the top level."""
-    n = next(_serial)
-    key = f"8263A1{n:06d}|{partner_id}|{event}|0"
-    event_id = hashlib.sha256(key.encode()).hexdigest()
-    payload = {
-        "event": event,
-        "eventId": event_id,
-        "eventKey": key,
-        "entityType": "deal",
-        "timestamp": EMITTED_AT,
-        "data": {"dealId": f"deal-{n}", "amount": 18500, "vehicle": "Škoda Octavia — café edition"},
-    }
-    return DeliveryMessage(
-        partner_id=partner_id,
-        event=event,
-        event_id=event_id,
-        event_key=key,
-        payload=payload,
-        emitted_at=EMITTED_AT,
-        attempt=attempt,
-    )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-# -- the world: moto queues and secrets, mongomock log, partners --------------------------------
-
-
-@dataclass(frozen=True)
-class Queued:
-    """A message as it sits in a moto queue (delayed ones included)."""
-
-    raw: str
-    delay_seconds: int
-
-    @property
-    def body(self) -> Any:
-        return json.loads(self.raw)
-
-
-class World:
-    def __init__(self, sqs: Any, secretsmanager: Any) -> None:
-        self.sqs = sqs
-        self.secretsmanager = secretsmanager
-        self.delivery_url = sqs.create_queue(QueueName="trigger-distiller-deliveries")["QueueUrl"]
-        self.retry_url = sqs.create_queue(QueueName="trigger-distiller-retries")["QueueUrl"]
-        self.dlq_url = sqs.create_queue(QueueName="trigger-distiller-delivery-dlq")["QueueUrl"]
-        self.collection = mongomock.MongoClient(tz_aware=True)["privateauto"][DELIVERIES_COLLECTION]
-        self.log = MongoDeliveryLog(self.collection)
-        self.log.ensure_indexes(retention_days=30)
-        self.secrets = PartnerSecrets(max_age_seconds=0)
-        self.partners: list[Partner] = []
-        self._senders: list[WebhookSender] = []
-
-    # partners and their secrets
-
-    def add_partner(self, partner_id: str, url: str | None, *, secret: str | None = None, active: bool = True) -> str:
-        record = {"partnerId": partner_id, "active": active, "webhook": {"url": url, "events": ["*"]}}
-        self.partners.append(partner_from_record(record))
-        secret = secret or f"whsec_{partner_id}_A"
-        self.secretsmanager.create_secret(Name=self.secrets.name_for(partner_id), SecretString=secret)
-        return secret
-
-    def rotate(self, partner_id: str, secret: str) -> None:
-        self.secretsmanager.put_secret_value(SecretId=self.secrets.name_for(partner_id), SecretString=secret)
-
-    # the dispatcher, built like DispatcherRuntime.build
-
-    def sender(self, **options: Any) -> WebhookSender:
-        options.setdefault("allow_private", True)
-        options.setdefault("timeout_seconds", 5.0)
-        sender = WebhookSender(**options)
-        self._senders.append(sender)
-        return sender
-
-    def queue(self, url: str) -> SqsQueue:
-        return SqsQueue(self.sqs, url)
-
-    def dispatcher(self, *, sender: Any = None, log: Any = None, retry_queue: Any = None, **options: Any) -> Dispatcher:
-        return Dispatcher(
-            partners=lambda: list(self.partners),
-            secrets=self.secrets,
-            sender=sender or self.sender(),
-            log=log or self.log,
-            retry_queue=retry_queue or self.queue(self.retry_url),
-            dead_letter_queue=self.queue(self.dlq_url),
-            **options,
-        )
-
-    def runtime(self, dispatcher: Dispatcher) -> DispatcherRuntime:
-        return DispatcherRuntime(dispatcher=dispatcher, dead_letters=self.queue(self.dlq_url))
-
-    # what the tests read back
-
-    def entries(self, *, partner_id: str | None = None, event_id: str | None = None) -> list[dict[str, Any]]:
-        """Delivery log documents in insertion order, without `_id`."""
-        query: dict[str, Any] = {}
-        if partner_id:
-            query["partnerId"] = partner_id
-        if event_id:
-            query["eventId"] = event_id
-        return list(self.collection.find(query, {"_id": 0}))
-
-    def _moto_queue(self, url: str) -> Any:
-        account, name = url.rstrip("/").split("/")[-2:]
-        return sqs_backends[account][REGION].get_queue(name)
-
-    def queued(self, url: str) -> list[Queued]:
-        """Every message on the queue, delayed or in flight, with the DelaySeconds it was sent with."""
-        out = []
-        for m in list(self._moto_queue(url)._messages):
-            delay = round((m.delayed_until - m.sent_timestamp) / 1000) if m.delayed_until else 0
-            out.append(Queued(m.body, delay))
-        return out
-
-    def fast_forward(self, url: str) -> None:
-        """Let the queue's delays elapse now (the clock moves; nothing else changes)."""
-        for m in self._moto_queue(url)._messages:
-            m.delayed_until = 0
-
-    def receive(self, url: str, *, visibility_timeout: int = 30) -> list[dict[str, Any]]:
-        """Receive everything visible through the SQS API (no deletion), each message once."""
-        received: dict[str, dict[str, Any]] = {}
-        while True:
-            batch = self.sqs.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                VisibilityTimeout=visibility_timeout,
-                WaitTimeSeconds=0,
-                MessageSystemAttributeNames=["All"],
-            ).get("Messages", [])
-            fresh = [m for m in batch if m["MessageId"] not in received]
-            if not fresh:  # empty, or (visibility 0) the same messages again
-                return list(received.values())
-            received.update((m["MessageId"], m) for m in fresh)
-
-    def delete(self, url: str, messages: list[dict[str, Any]]) -> None:
-        for m in messages:
-            self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-
-    def take(self, url: str) -> list[DeliveryMessage]:
-        """Let the delays elapse, receive every message, delete it, and parse it back."""
-        self.fast_forward(url)
-        received = self.receive(url)
-        self.delete(url, received)
-        return [DeliveryMessage.from_body(m["Body"]) for m in received]
-
-    def sqs_event(self, url: str, received: list[dict[str, Any]]) -> dict[str, Any]:
-        """The event Lambda's SQS event source mapping hands the function for these messages."""
-        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        return {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": arn,
-                    "awsRegion": REGION,
-                }
-                for m in received
-            ]
-        }
-
-    def close(self) -> None:
-        for sender in self._senders:
-            sender.close()
-
-
-@pytest.fixture
-def world(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        parameters.clear_caches()  # the powertools provider (and its boto3 client) is per test
-        w = World(boto3.client("sqs", region_name=REGION), boto3.client("secretsmanager", region_name=REGION))
-        try:
-            yield w
-        finally:
-            w.close()
-            parameters.clear_caches()
-
-
-@pytest.fixture
-def serve():
-    """Start loopback servers for the test; all are stopped (and hangs released) afterwards."""
-    started: list[LoopbackServer] = []
-
-    def start(*replies: Reply, default: Reply | None = None) -> LoopbackServer:
-        server = LoopbackServer(replies, default).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def without_time(entry: dict[str, Any]) -> dict[str, Any]:
@@ -703,7 +478,7 @@ class CrashingSender:
         self._lock = threading.Lock()
         self._dead = False
 
-    def post(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
+    def post(self, url: str, headers: dict[str, str], body: bytes, **options: Any) -> SendResult:
         with self._lock:
             self.calls += 1
             n, dead = self.calls, self._dead
@@ -711,7 +486,7 @@ class CrashingSender:
                 self._dead = True
         if dead:
             raise Crash("the process is gone")
-        result = self.inner.post(url, headers, body)
+        result = self.inner.post(url, headers, body, **options)
         with self._lock:
             self.posted.append(headers["X-PA-Event-Id"])
         if n == self.crash_on:
@@ -765,6 +540,9 @@ def test_a_crash_mid_batch_then_a_replay_delivers_everything_exactly_once(
     replay = world.receive(world.delivery_url)
     assert sorted(m["MessageId"] for m in replay) == sorted(m["MessageId"] for m in received)
 
+    # It comes back after the visibility timeout, which outlasts the crashed invocation's claims.
+    later = utc_now() + dt.timedelta(seconds=DISPATCHER_VISIBILITY_TIMEOUT)
+    monkeypatch.setattr(world.log, "_clock", lambda: later)
     monkeypatch.setattr(app, "_runtime", world.runtime(world.dispatcher(sender=sender, max_workers=workers)))
     response = app.handler(world.sqs_event(world.delivery_url, replay), lambda_context)
 
@@ -863,7 +641,9 @@ def test_the_handler_reports_exactly_the_messages_whose_queue_or_log_step_failed
     assert ok.received_at("/oldroad") == []
     assert world.queued(world.retry_url) == []
 
-    # Redelivered with the infrastructure back: both complete, nothing is reported.
+    # Redelivered (after the visibility timeout) with the infrastructure back: both complete.
+    later = utc_now() + dt.timedelta(seconds=DISPATCHER_VISIBILITY_TIMEOUT)
+    monkeypatch.setattr(world.log, "_clock", lambda: later)
     monkeypatch.setattr(app, "_runtime", world.runtime(world.dispatcher()))
     again = [m for m in received if m["MessageId"] in failures]
     response = app.handler(world.sqs_event(world.delivery_url, again), lambda_context)

@@ -23,7 +23,7 @@ class RecordingSender:
     def __init__(self) -> None:
         self.posts = []
 
-    def post(self, url, headers, body):
+    def post(self, url, headers, body, **options):
         verify(SECRET, headers, body)
         self.posts.append((url, headers, body))
         return SendResult(True, 200, "ok")

@@ -2,13 +2,17 @@
 against moto SQS queues."""
 
 import copy
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from distiller import ingest as ingest_module
+from distiller.claim_check import INLINE_LIMIT_BYTES, S3PayloadStore
 from distiller.delivery import DeliveryMessage
 from distiller.lookups import LookupFailure, MongoLookups
 from distiller.queues import SqsQueue
@@ -179,6 +183,64 @@ def test_eventbridge_send_failure_fails_the_invocation_so_it_is_retried(app, aws
         app.handler(json.loads((EVENTS / "eventbridge_atlas_plain.json").read_text()), lambda_context)
 
 
+EVENTBRIDGE_SAMPLES = ["eventbridge_atlas_plain.json", "eventbridge_atlas_ejson.json"]
+
+
+def via_ingest_queue(*events: dict) -> dict:
+    """The SQS batch the Distiller receives when the Atlas rule sends `events` to the ingest queue."""
+    [shape, *_] = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())["Records"]
+    return {
+        "Records": [
+            {**shape, "messageId": f"m-eventbridge-{i}", "body": json.dumps(event, separators=(",", ":"))}
+            for i, event in enumerate(events)
+        ]
+    }
+
+
+def delivered(sqs, url) -> list[tuple]:
+    """The queued deliveries, without emittedAt (the time of each run)."""
+    messages = [DeliveryMessage.from_body(b) for b in drain(sqs, url)]
+    return sorted((m.partner_id, m.event, m.event_id, m.event_key, json.dumps(m.payload)) for m in messages)
+
+
+@pytest.mark.parametrize("sample", EVENTBRIDGE_SAMPLES)
+def test_an_eventbridge_event_via_the_ingest_queue_is_distilled_like_the_direct_event(app, aws, lambda_context, sample):
+    sqs, delivery, dlq = aws
+    event = json.loads((EVENTS / sample).read_text())
+    app.handler(copy.deepcopy(event), lambda_context)
+    direct = delivered(sqs, delivery)
+
+    response = app.handler(via_ingest_queue(event), lambda_context)
+
+    assert response == {"batchItemFailures": []}
+    assert delivered(sqs, delivery) == direct and direct
+    assert drain(sqs, dlq) == []
+
+
+def test_an_eventbridge_event_via_the_ingest_queue_that_cannot_be_queued_is_retried_by_sqs(
+    app, aws, lambda_context, monkeypatch
+):
+    """The rule no longer invokes the function: a failure is a batch item failure (SQS retries, then
+    redrives to the ingest dead-letter queue), not an invocation error that async Lambda drops."""
+    sqs, _, dlq = aws
+    events = [json.loads((EVENTS / s).read_text()) for s in EVENTBRIDGE_SAMPLES]
+    # a delete queues nothing, so it succeeds and the batch answers per record
+    delete = {
+        "_id": {"_data": "82DEAD"},
+        "operationType": "delete",
+        "ns": {"coll": "deals"},
+        "documentKey": {"_id": "x"},
+    }
+    monkeypatch.setattr(app._runtime, "delivery_queue", SqsQueue(sqs, "https://sqs.us-east-2.amazonaws.com/1/missing"))
+
+    response = app.handler(via_ingest_queue(*events, delete), lambda_context)
+
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "m-eventbridge-0"}, {"itemIdentifier": "m-eventbridge-1"}]
+    }
+    assert drain(sqs, dlq) == []
+
+
 def test_database_failure_fails_the_whole_batch(app, lambda_context, monkeypatch):
     def unavailable(*args, **kwargs):
         raise LookupFailure("partners: no servers")
@@ -213,10 +275,18 @@ ORPHAN_SIGNATURE = {
 }
 
 
+def orphan_record(*, receive_count: int = 1, age_seconds: float = 5.0) -> dict:
+    """An ingest-queue record of a signature change whose deal is not (yet) in the database."""
+    sent = int((time.time() - age_seconds) * 1000)
+    record = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())["Records"][0]
+    attributes = {**record["attributes"], "ApproximateReceiveCount": str(receive_count), "SentTimestamp": str(sent)}
+    return {**record, "messageId": "m-orphan", "body": json.dumps(ORPHAN_SIGNATURE), "attributes": attributes}
+
+
 def test_sqs_document_whose_deal_is_missing_is_retried_not_parked(app, aws, lambda_context):
     sqs, _, dlq = aws
     event = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())
-    event["Records"].append({**event["Records"][0], "messageId": "m-orphan", "body": json.dumps(ORPHAN_SIGNATURE)})
+    event["Records"].append(orphan_record())
 
     response = app.handler(event, lambda_context)
 
@@ -224,9 +294,105 @@ def test_sqs_document_whose_deal_is_missing_is_retried_not_parked(app, aws, lamb
     assert drain(sqs, dlq) == []
 
 
-def test_docdb_document_whose_deal_is_missing_fails_the_invocation_for_a_retry(app, aws, lambda_context):
-    event = {"eventSource": "aws:docdb", "events": [{"event": ORPHAN_SIGNATURE}]}
+@pytest.mark.parametrize(
+    ("receive_count", "age_seconds", "gave_up"),
+    [
+        pytest.param(4, 60.0, False, id="young-and-receives-left"),
+        pytest.param(5, 60.0, True, id="last-receive"),
+        pytest.param(1, 3600.0, True, id="older-than-the-max-age"),
+    ],
+)
+def test_sqs_document_whose_deal_never_appears_is_parked_with_its_reason_once_retries_run_out(
+    app, aws, lambda_context, receive_count, age_seconds, gave_up
+):
+    sqs, _, dlq = aws
+    event = {"Records": [orphan_record(receive_count=receive_count, age_seconds=age_seconds)]}
 
-    with pytest.raises(app.RetryLater):
-        app.handler(event, lambda_context)
-    assert drain(aws[0], aws[2]) == []
+    response = app.handler(event, lambda_context) if gave_up else None
+    if not gave_up:
+        with pytest.raises(Exception, match="All records failed"):
+            app.handler(event, lambda_context)
+        assert drain(sqs, dlq) == []
+        return
+
+    assert response == {"batchItemFailures": []}
+    [parked] = [json.loads(b) for b in drain(sqs, dlq)]
+    assert parked["origin"] == "Records[0]"
+    assert parked["record"]["messageId"] == "m-orphan"
+    assert "deal" in parked["reason"] and "gave up after" in parked["reason"]
+    assert f"{receive_count} receive(s)" in parked["reason"]
+
+
+def test_docdb_document_whose_deal_is_missing_is_parked_at_once_so_the_stream_never_stalls(app, aws, lambda_context):
+    sqs, delivery, dlq = aws
+    good = json.loads((EVENTS / "docdb_batch.json").read_text())
+    event = {**good, "events": [{"event": ORPHAN_SIGNATURE}, *good["events"]]}
+
+    response = app.handler(event, lambda_context)
+
+    [parked] = [json.loads(b) for b in drain(sqs, dlq)]
+    assert parked["origin"] == "events[0]"
+    assert "parked at once" in parked["reason"] and "DocumentDB" in parked["reason"]
+    assert parked["record"]["events"] == [{"event": ORPHAN_SIGNATURE}]
+    assert response["parked"] == [{"origin": "events[0]", "reason": parked["reason"]}]
+    assert response["deliveries"] == len(drain(sqs, delivery)) > 0
+
+
+def test_sqs_database_outage_is_retried_then_parked_on_the_last_receive(app, aws, lambda_context, monkeypatch):
+    sqs, _, dlq = aws
+
+    def unavailable(*args, **kwargs):
+        raise LookupFailure("partners: no servers")
+
+    monkeypatch.setattr(app._runtime.lookups, "partners", unavailable)
+    event = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())
+    ids = [r["messageId"] for r in event["Records"]]
+    event["Records"][-1]["attributes"]["ApproximateReceiveCount"] = "5"
+
+    response = app.handler(event, lambda_context)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": i} for i in ids[:-1]]}
+    [parked] = [json.loads(b) for b in drain(sqs, dlq)]
+    assert parked["record"]["messageId"] == ids[-1]
+    assert parked["reason"].startswith("database unavailable: partners: no servers (gave up after")
+
+
+def test_a_delivery_too_large_for_sqs_travels_by_claim_check_and_without_a_store_is_parked_at_once(
+    app, aws, lambda_context, monkeypatch
+):
+    sqs, delivery, dlq = aws
+    s3 = boto3.client("s3", region_name="us-east-2")
+    s3.create_bucket(Bucket="claims", CreateBucketConfiguration={"LocationConstraint": "us-east-2"})
+    event = json.loads((EVENTS / "sqs_ingest_batch.json").read_text())
+    app.handler(event, lambda_context)
+    expected = sorted(DeliveryMessage.from_body(b).event_id for b in drain(sqs, delivery))
+    assert expected
+    real = ingest_module.DeliveryMessage.from_delivery
+
+    def padded(delivery_, emitted_at):  # a document event with thousands of signed links, in effect
+        message = real(delivery_, emitted_at)
+        return dataclasses.replace(message, payload={**message.payload, "padding": "x" * (INLINE_LIMIT_BYTES + 1)})
+
+    monkeypatch.setattr(ingest_module.DeliveryMessage, "from_delivery", staticmethod(padded))
+
+    # Without a claim-check bucket: never queueable, so parked at once with the reason (not retried).
+    response = app.handler(event, lambda_context)
+    assert response == {"batchItemFailures": []}
+    parked = [json.loads(b) for b in drain(sqs, dlq)]
+    assert parked and all("no claim-check bucket is configured" in p["reason"] for p in parked)
+    assert drain(sqs, delivery) == []
+
+    # With one: every delivery is queued as a small pointer, and the payload is in S3 byte for byte.
+    monkeypatch.setattr(app._runtime, "payloads", S3PayloadStore(s3, "claims"))
+    response = app.handler(event, lambda_context)
+    assert response == {"batchItemFailures": []}
+    assert drain(sqs, dlq) == []
+    bodies = drain(sqs, delivery)
+    assert sorted(DeliveryMessage.from_body(b).event_id for b in bodies) == expected
+    for body in bodies:
+        assert len(body) < 4096
+        message = DeliveryMessage.from_body(body)
+        assert message.payload_ref is not None and message.payload == {}
+        loaded = message.with_payload(S3PayloadStore(s3, "claims"))
+        assert loaded.payload["padding"] == "x" * (INLINE_LIMIT_BYTES + 1)
+        assert loaded.payload["eventId"] == loaded.event_id

@@ -1,5 +1,6 @@
 """`distiller run` (moto server + the real handlers + real HTTP) and `distiller receiver`."""
 
+import datetime as dt
 import hashlib
 import hmac
 import io
@@ -219,3 +220,106 @@ def test_run_refuses_private_endpoints_unless_allowed(receiver, tmp_path):
     assert "endpoint refused: scheme 'http' refused" in err
     total = table.splitlines()[-1].split()
     assert total[2] == "0"  # refused endpoints are never retried
+
+
+@pytest.fixture
+def failing_first_receiver():
+    """A receiver that answers 503 to the first try of each event, then accepts."""
+    out = io.StringIO()
+    server = WebhookReceiver(0, SECRET, out, fail_first=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, out
+    server.shutdown()
+    server.server_close()
+
+
+class TerminalStream(io.StringIO):
+    """stderr as a terminal shows it (isatty)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run_one_line(tmp_path, server, *options, stderr=None):
+    """`distiller run` over the first line of a flow (one delivery) to `server`, retrying after 2 s."""
+    partners = local_partners(tmp_path, lambda pid: f"{server.url}/{pid}")
+    flow = tmp_path / "one.jsonl"
+    flow.write_text((EVENTS / "flows" / "c2d_sell.jsonl").read_text().splitlines()[0] + "\n")
+    argv = ["run", "--partners", str(partners), "--world", str(EVENTS / "world.json"), "--allow-private-endpoints"]
+    stdout, stderr = io.StringIO(), stderr if stderr is not None else io.StringIO()
+    old = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, stderr
+    started = dt.datetime.now(dt.UTC)
+    try:
+        code = main([*argv, "--retry-delays", "2,1,1", *options, flow.as_posix()])
+    finally:
+        sys.stdout, sys.stderr = old
+    return code, stdout.getvalue(), stderr.getvalue(), started, dt.datetime.now(dt.UTC)
+
+
+def test_run_prints_a_progress_line_per_wave_on_stderr(failing_first_receiver, tmp_path):
+    server, _ = failing_first_receiver
+
+    code, table, err, started, ended = run_one_line(tmp_path, server)
+
+    assert code == 0, err
+    progress = [line for line in err.splitlines() if line.startswith("distiller run: wave")]
+    assert len(progress) == 2, err
+    first = re.fullmatch(
+        r"distiller run: wave 1: delivered 0, waiting for retry 1 "
+        r"\(next due (\d\d):(\d\d):(\d\d) UTC, in ([12])s\), dead-lettered 0",
+        progress[0],
+    )
+    assert first, progress[0]
+    due = dt.timedelta(hours=int(first[1]), minutes=int(first[2]), seconds=int(first[3]))
+    since_midnight = started - started.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (due - since_midnight).total_seconds() % 86400 <= (ended - started).total_seconds() + 1
+    assert progress[1] == "distiller run: wave 2: delivered 1, waiting for retry 0, dead-lettered 0"
+    assert "\r" not in err
+    assert table.splitlines()[-1].split() == ["total", "1", "1", "0", "0"]  # the summary is unchanged
+
+
+def test_run_on_a_terminal_redraws_one_progress_line_in_place(failing_first_receiver, tmp_path, monkeypatch):
+    server, _ = failing_first_receiver
+    monkeypatch.setenv("COLUMNS", "72")  # the terminal's width: a longer line would wrap and not redraw
+
+    code, _, err, _, _ = run_one_line(tmp_path, server, stderr=TerminalStream())
+
+    assert code == 0, err
+    assert "distiller run: wave" not in err
+    start = err.index("\r")
+    shown = err[start:].rstrip("\n")
+    assert err.endswith("\n") and "\n" not in shown  # one line, ended when the run is over
+    frames = [frame.rstrip() for frame in shown.split("\r") if frame.strip()]
+    assert all(len(frame) <= 71 for frame in frames)
+    assert re.fullmatch(r"\[\.{10}\] delivered 0, waiting 1 \(next \d\d:\d\d:\d\d UTC, in [12]s\), dead-le", frames[0])
+    assert len(frames) > 2  # redrawn: the countdown, then the second wave
+    assert frames[-1] == "[##########] delivered 1, waiting 0, dead-lettered 0"
+
+
+def test_run_quiet_prints_no_progress(receiver, tmp_path):
+    server, _ = receiver
+
+    code, table, err, _, _ = run_one_line(tmp_path, server, "--quiet")
+
+    assert code == 0, err
+    assert "wave" not in err and "settled" not in err
+    assert table.splitlines()[-1].split() == ["total", "1", "0", "0", "0"]
+
+
+def test_run_reports_a_line_that_is_not_utf8_and_delivers_the_others(receiver, tmp_path):
+    server, out = receiver
+    partners = local_partners(tmp_path, lambda pid: f"{server.url}/{pid}")
+    lines = (EVENTS / "flows" / "c2d_sell.jsonl").read_bytes().splitlines()[:2]
+    flow = tmp_path / "mixed.jsonl"
+    flow.write_bytes(lines[0] + b"\n\xff{}\n" + lines[1] + b"\n")
+
+    argv = ["run", "--partners", str(partners), "--world", str(EVENTS / "world.json"), "--allow-private-endpoints"]
+
+    code, table, err = run_cli([*argv, "--quiet", flow.as_posix()])
+
+    assert code == 1
+    assert f"error: {flow}:2: not UTF-8 text: invalid start byte at byte 0\n" in err
+    assert "Traceback" not in err and "parked:" not in err  # reported, never queued
+    delivered = int(table.splitlines()[-1].split()[1])
+    assert delivered >= 2 and delivered == len(out.getvalue().splitlines())

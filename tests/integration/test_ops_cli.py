@@ -254,7 +254,7 @@ class Sender:
         self.delivered = delivered
         self.posts: list[bytes] = []
 
-    def post(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
+    def post(self, url: str, headers: dict[str, str], body: bytes, **options: Any) -> SendResult:
         self.posts.append(body)
         if self.delivered:
             return SendResult(True, status_code=200)

@@ -20,6 +20,9 @@ SAMPLES = sorted(
     p.name for p in EVENTS.glob("*.json") if p.name not in NOT_SAMPLES and not p.name.startswith(OTHER_FUNCTIONS)
 )
 FLOWS = sorted(p.stem for p in (EVENTS / "flows").glob("*.jsonl"))
+#: Samples that carry another sample unchanged, as a different path delivers it (the Atlas rule
+#: sends the EventBridge event to the ingest queue): the same change, hence the same resume token.
+WRAPS = {"eventbridge_via_sqs.json": "eventbridge_atlas_plain.json"}
 
 #: sample → partner → events, from the spec's trigger tables and webhookScope summary.
 SAMPLE_DELIVERIES = {
@@ -29,6 +32,8 @@ SAMPLE_DELIVERIES = {
     "eventbridge_atlas_plain.json": {"acme-motors": ["deal.buyer_joined"]},
     # price edit on a listing without organizationId: routed through the seller user
     "eventbridge_atlas_ejson.json": {"acme-motors": ["listing.updated"]},
+    # the plain Atlas event as the rule delivers it: an SQS record on the ingest queue
+    "eventbridge_via_sqs.json": {"acme-motors": ["deal.buyer_joined"]},
     # D2D offer made and withdrawn (internal status deleted → offer.cancelled), both dealer orgs
     "docdb_batch.json": {
         "acme-motors": ["offer.created", "offer.cancelled"],
@@ -97,10 +102,18 @@ def test_explain_prints_one_line_per_change_event(capsys, monkeypatch, flow):
     assert [change["resumeToken"] for change in explained] == tokens
 
 
+@pytest.mark.parametrize(("sample", "wrapped"), sorted(WRAPS.items()))
+def test_a_wrapping_sample_carries_the_other_sample_unchanged(sample, wrapped):
+    [record] = json.loads((EVENTS / sample).read_text())["Records"]
+
+    assert record["eventSource"] == "aws:sqs"
+    assert json.loads(record["body"]) == json.loads((EVENTS / wrapped).read_text())
+
+
 def test_resume_tokens_are_unique_across_all_sample_data():
     tokens = [
         t
-        for path in [*(EVENTS / "flows").glob("*.jsonl"), *(EVENTS / s for s in SAMPLES)]
+        for path in [*(EVENTS / "flows").glob("*.jsonl"), *(EVENTS / s for s in SAMPLES if s not in WRAPS)]
         for text in (path.read_text(encoding="utf-8").splitlines() if path.suffix == ".jsonl" else [path.read_text()])
         for t in resume_tokens(json.loads(text))
     ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from distiller.claim_check import INLINE_LIMIT_BYTES, PayloadRef, PayloadTooLarge
 from distiller.delivery import DeliveryMessage, DeliveryMessageError
 from distiller.dispatch import RetrySchedule
 from distiller.model import Delivery
@@ -276,3 +278,67 @@ def test_retry_schedule_parse_errors(text: str, match: str) -> None:
 
 def test_retry_schedule_empty_dead_letters_after_first_attempt() -> None:
     assert RetrySchedule.parse("").delay_after(1) is None
+
+
+# --- the claim check ---------------------------------------------------------------------------
+
+
+class MemoryStore:
+    """A PayloadStore in a dict, content-addressed like the S3 one."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, raw: bytes) -> PayloadRef:
+        digest = hashlib.sha256(raw).hexdigest()
+        self.objects[digest] = raw
+        return PayloadRef("bucket", f"claim-check/{digest}.json", len(raw), digest)
+
+    def get(self, ref: PayloadRef) -> bytes:
+        return self.objects[ref.sha256]
+
+
+def big_message() -> DeliveryMessage:
+    message = make_message()
+    return make_message(payload={**message.payload, "documents": ["ü" * INLINE_LIMIT_BYTES]})
+
+
+def test_a_small_payload_stays_inline_and_needs_no_store() -> None:
+    message = make_message()
+    assert message.claim_checked(None) is message
+    assert message.with_payload(None) is message
+
+
+def test_a_large_payload_travels_by_reference_through_every_later_body() -> None:
+    store = MemoryStore()
+    message = big_message()
+    checked = message.claim_checked(store)
+    body = json.loads(checked.to_body())
+    assert "payload" not in body and body["payloadRef"]["size"] == len(message.raw_body())
+    assert len(checked.to_body()) < 1024
+    parsed = DeliveryMessage.from_body(checked.to_body())
+    loaded = parsed.with_payload(store)
+    assert loaded.raw_body() == message.raw_body()  # what is signed and POSTed is unchanged
+    after = loaded.after_attempt("2025-03-14T15:10:26Z", "HTTP 500")
+    assert "payload" not in json.loads(after.to_body())  # the retry body is small too
+    assert DeliveryMessage.from_body(after.to_body()).payload_ref == checked.payload_ref
+
+
+def test_a_large_payload_without_a_store_is_refused_naming_the_setting() -> None:
+    with pytest.raises(PayloadTooLarge, match="CLAIM_CHECK_BUCKET"):
+        big_message().claim_checked(None)
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        pytest.param("s3://x", "payloadRef", id="not-an-object"),
+        pytest.param({"key": "k", "sha256": "h", "size": 1}, "payloadRef.bucket", id="no-bucket"),
+        pytest.param({"bucket": "b", "key": "k", "sha256": "h", "size": -1}, "payloadRef.size", id="negative-size"),
+    ],
+)
+def test_a_bad_payload_reference_is_named(ref: object, field: str) -> None:
+    data = body_dict(payloadRef=ref)
+    del data["payload"]
+    with pytest.raises(DeliveryMessageError, match=field):
+        DeliveryMessage.from_body(json.dumps(data))

@@ -255,6 +255,13 @@ def test_parked_ingest_records_go_back_to_the_ingest_queue_as_the_original_recor
     assert queues.total("ingest-dlq") == 0
 
 
+def test_a_trimmed_oversize_change_from_the_relay_is_not_redriven():
+    record = {"_id": {"_data": "82AB"}, "operationType": "update", "trimmed": {"size": 2_000_000}}
+    body = json.dumps({"reason": "change too large for SQS", "origin": "relay", "record": record})
+    with pytest.raises(NotRedrivable, match="replay its time range"):
+        redrive_body(body, "ingest")
+
+
 def test_an_ingest_body_that_is_not_a_parked_record_stays(queues):
     queues.put("ingest-dlq", json.dumps({"operationType": "insert"}), json.dumps({"reason": "r", "origin": "o"}))
 

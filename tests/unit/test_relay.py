@@ -27,17 +27,23 @@ from distiller.cli import main as cli_main
 from distiller.lookups import MongoLookups
 from distiller.model import ChangeEvent
 from distiller.pipeline import deliveries_of, distill
-from distiller.queues import OutgoingMessage, SqsQueue
+from distiller.queues import MAX_BATCH_BYTES, OutgoingMessage, SqsQueue
 from distiller.relay import (
     CHECKPOINTS_COLLECTION,
     DEFAULT_COLLECTIONS,
+    DEFAULT_RELAY_NAME,
+    MAX_FIELD_NAMES_BYTES,
+    STDOUT_RELAY_NAME,
     MongoCheckpointStore,
     Relay,
     RelayError,
     RelaySendError,
+    StartAt,
+    parse_start_at,
     register,
     replay,
     serialise,
+    trimmed_record,
 )
 from distiller.sources import change_events_from_text
 from distiller.world import in_memory_database
@@ -88,6 +94,13 @@ def deal_sold(n: int) -> dict:
 
 def unwatched(n: int) -> dict:
     return stamped(n, raw_insert("partners", {"_id": oid(n), "partnerId": "not-a-source-collection"}))
+
+
+def oversize(n: int) -> dict:
+    """A deal insert whose body is over the SQS message limit (a 1 MiB note in the document)."""
+    big = deal_created(n)
+    big["fullDocument"]["notes"] = "x" * MAX_BATCH_BYTES
+    return big
 
 
 def invalidate(n: int) -> dict:
@@ -187,6 +200,17 @@ class ScriptedSource:
         return stream
 
 
+class ScriptedDatabase(ScriptedSource):
+    """A pymongo `Database` stand-in for `distiller relay`: the scripted stream, mongomock collections."""
+
+    def __init__(self, script: list, db, **kwargs) -> None:
+        super().__init__(script, **kwargs)
+        self.db = db
+
+    def __getitem__(self, name: str):
+        return self.db[name]
+
+
 # --- fixtures and helpers ---------------------------------------------------------------------
 
 
@@ -217,6 +241,32 @@ class RefusingFrom:
         ok, self.left = messages[: max(self.left, 0)], self.left - len(messages)
         failed = self.inner.send(ok)
         return sorted([*failed, *range(len(ok), len(messages))])
+
+
+class RefusingDeadLetters:
+    """A dead-letter queue that refuses every record (SQS down), remembering what it was offered."""
+
+    def __init__(self) -> None:
+        self.offered: list[tuple] = []
+
+    def park(self, record, reason, origin) -> bool:
+        self.offered.append((record, reason, origin))
+        return False
+
+
+class RecordingStore:
+    """A checkpoint store that remembers every token saved, in order."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.saved: list[str] = []
+
+    def load(self, name):
+        return self.inner.load(name)
+
+    def save(self, name, token, change_time=None):
+        self.saved.append(token["_data"])
+        self.inner.save(name, token, change_time)
 
 
 class CrashOnceAfterSend:
@@ -251,6 +301,13 @@ def queue(sqs):
 
 
 @pytest.fixture
+def dlq(sqs):
+    """The ingest dead-letter queue (moto), next to the ingest queue."""
+    client, _ = sqs
+    return SqsQueue(client, client.create_queue(QueueName="ingest-dlq")["QueueUrl"])
+
+
+@pytest.fixture
 def db():
     return mongomock.MongoClient(tz_aware=True)["privateauto"]
 
@@ -260,12 +317,17 @@ def store(db):
     return MongoCheckpointStore(db[CHECKPOINTS_COLLECTION])
 
 
+NOW = StartAt()
+
+
 def make_relay(source, queue, store, **kw) -> Relay:
+    """A relay told to start at "now" when it has no checkpoint (pass start_at=None for none)."""
+    kw.setdefault("start_at", NOW)
     return Relay(source, queue, store, name="test-relay", max_await_time_ms=5, **kw)
 
 
 def drain(sqs) -> list[str]:
-    client, url = sqs
+    client, url = sqs if isinstance(sqs, tuple) else (sqs._client, sqs.queue_url)
     bodies = []
     while got := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
         for m in got:
@@ -321,8 +383,8 @@ def test_changes_are_forwarded_in_order_in_batches_of_ten_and_the_last_sent_toke
     [call] = source.calls
     assert call["pipeline"] == [{"$match": {"ns.coll": {"$in": list(DEFAULT_COLLECTIONS)}}}]
     assert call["full_document"] == "updateLookup" and call["full_document_before_change"] == "whenAvailable"
-    assert "resume_after" not in call and "start_after" not in call  # first run: from now, and it says so
-    assert "no checkpoint" in caplog.text
+    assert "resume_after" not in call and "start_after" not in call  # first run, told to start now: it says so
+    assert "no checkpoint" in caplog.text and "starting at the current time" in caplog.text
     assert source.streams[0].closed
 
 
@@ -500,16 +562,127 @@ def test_a_corrupt_checkpoint_is_refused(queue, store, db):
     assert source.calls == []
 
 
-def test_a_change_too_large_for_sqs_stops_the_relay_after_sending_what_came_before(queue, store, db):
-    big = deal_created(2)
-    big["fullDocument"]["notes"] = "x" * (1024 * 1024)
+def test_an_oversize_change_is_parked_trimmed_with_its_reason_and_the_relay_moves_past_it(queue, store, db, dlq):
+    big = oversize(2)
+    size = len(serialise(big).encode("utf-8"))
+    checkpoints = RecordingStore(store)
     source = ScriptedSource([deal_created(1), big, deal_created(3)])
 
-    with pytest.raises(RelayError, match="over the SQS message limit") as caught:
+    result = make_relay(source, queue, checkpoints, dead_letters=dlq).run(stop_when_idle=True)
+
+    assert tokens_of(queue.bodies) == data(1, 3)
+    assert [len(call) for call in queue.calls] == [1, 1]  # what came before it was sent first
+    assert (result.read, result.sent, result.parked, result.failed) == (3, 2, 1, 0)
+    assert checkpoints.saved == data(1, 2, 3)  # checkpointed past the parked change, in order
+    assert saved(db)["token"] == token(3) and result.checkpoint == token(3)["_data"]
+    [body] = drain(dlq)
+    parked = json.loads(body)
+    assert parked["reason"].startswith(f"change too large for SQS: {size} bytes > 1048576; re-read the document")
+    assert "distiller replay --since 2026-04-25T12:00:39Z" in parked["reason"]
+    assert parked["origin"] == f"relay test-relay privateauto.deals token {token(2)['_data']}"
+    assert parked["record"] == {
+        "_id": token(2),
+        "operationType": "insert",
+        "ns": {"db": "privateauto", "coll": "deals"},
+        "documentKey": {"_id": {"$oid": str(oid(2))}},
+        "clusterTime": {"$timestamp": {"t": BASE + 2, "i": 1}},
+        "wallTime": {"$date": "2026-04-25T12:00:39Z"},
+        "trimmed": {"sizeBytes": size, "limitBytes": MAX_BATCH_BYTES, "omitted": ["fullDocument"]},
+    }
+    assert len(body.encode("utf-8")) < 2048
+
+
+def test_a_trimmed_update_keeps_the_names_of_its_fields_but_none_of_their_values():
+    big = deal_sold(4)
+    big["updateDescription"]["updatedFields"]["notes"] = "y" * MAX_BATCH_BYTES
+    big["updateDescription"]["removedFields"] = ["draft"]
+
+    record = trimmed_record(big, 3 * MAX_BATCH_BYTES)
+
+    assert record["trimmed"] == {
+        "sizeBytes": 3 * MAX_BATCH_BYTES,
+        "limitBytes": MAX_BATCH_BYTES,
+        "omitted": ["fullDocument", "fullDocumentBeforeChange", "updateDescription"],
+        "updatedFields": ["dealState.closingStatus", "status", "notes"],
+        "removedFields": ["draft"],
+    }
+    assert "yyyy" not in json.dumps(record) and "updateDescription" not in record
+    # Thousands of field names are not cheap: only their count is kept.
+    many = deal_sold(5)
+    many["updateDescription"]["updatedFields"] = {f"field{i:06d}": i for i in range(MAX_FIELD_NAMES_BYTES // 8)}
+    assert trimmed_record(many, 1)["trimmed"]["fieldNamesOmitted"] == MAX_FIELD_NAMES_BYTES // 8
+
+
+def test_when_an_oversize_change_cannot_be_parked_the_relay_stops_before_it(queue, store, db, dlq):
+    source = ScriptedSource([deal_created(1), oversize(2), deal_created(3)])
+    refusing = RefusingDeadLetters()
+
+    with pytest.raises(RelaySendError) as caught:
+        make_relay(source, queue, store, dead_letters=refusing).run(stop_when_idle=True)
+
+    assert caught.value.token == token(2)["_data"] and "could not be parked" in str(caught.value)
+    assert (caught.value.result.sent, caught.value.result.parked) == (1, 0)
+    assert [record["_id"] for record, _, _ in refusing.offered] == [token(2)]
+    assert saved(db)["token"] == token(1)  # not past the change nobody holds
+    assert tokens_of(queue.bodies) == data(1)
+    # The dead-letter queue is back: the next run parks it and moves on, nothing lost or sent twice.
+    result = make_relay(source, queue, store, dead_letters=dlq).run(stop_when_idle=True)
+    assert source.calls[-1]["resume_after"] == token(1)
+    assert (result.sent, result.parked) == (1, 1) and tokens_of(queue.bodies) == data(1, 3)
+    assert [json.loads(b)["record"]["_id"] for b in drain(dlq)] == [token(2)]
+
+
+def test_without_a_dead_letter_queue_an_oversize_change_stops_the_relay_before_it(queue, store, db):
+    source = ScriptedSource([deal_created(1), oversize(2), deal_created(3)])
+
+    with pytest.raises(RelayError, match="no dead-letter queue to park it on") as caught:
         make_relay(source, queue, store).run(stop_when_idle=True)
 
+    assert "INGEST_DLQ_URL" in str(caught.value) and "change too large for SQS" in str(caught.value)
     assert caught.value.token == token(2)["_data"]
     assert tokens_of(queue.bodies) == data(1) and saved(db)["token"] == token(1)
+
+
+def test_no_checkpoint_and_no_start_position_is_refused(queue, store, db, caplog):
+    source = ScriptedSource([deal_created(1)])
+
+    with caplog.at_level(logging.ERROR, logger="distiller.relay"), pytest.raises(RelayError) as caught:
+        make_relay(source, queue, store, start_at=None).run(stop_when_idle=True)
+
+    message = str(caught.value)
+    assert "no checkpoint" in message and "NOT guess" in message
+    assert "`--start-at now`" in message and "RELAY_START_AT" in message
+    assert source.calls == [] and queue.calls == [] and saved(db) is None  # never watched from "now"
+    assert "ERROR" in caplog.text
+
+
+def test_a_checkpoint_always_wins_over_the_start_position(queue, store):
+    store.save("test-relay", token(2), at(2))
+    source = ScriptedSource([deal_created(n) for n in range(1, 5)])
+
+    make_relay(source, queue, store, start_at=StartAt(time=at(0))).run(stop_when_idle=True)
+
+    assert source.calls[-1]["resume_after"] == token(2) and "start_at_operation_time" not in source.calls[-1]
+    assert tokens_of(queue.bodies) == data(3, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", StartAt()),
+        (" NOW ", StartAt()),
+        ("2026-04-25T12:00:39Z", StartAt(time=at(2))),
+        ("2026-04-25T12:00:39", StartAt(time=at(2))),  # no zone means UTC
+        (token(2)["_data"], StartAt(token=token(2))),
+    ],
+)
+def test_start_positions_parse(text, expected):
+    assert parse_start_at(text) == expected
+
+
+def test_a_start_position_that_is_none_of_the_three_is_refused():
+    with pytest.raises(ValueError, match="not a start position: 'yesterday'"):
+        parse_start_at("yesterday")
 
 
 # --- replay -----------------------------------------------------------------------------------
@@ -666,3 +839,115 @@ def test_serialise_round_trips_through_the_distillers_source_adapter():
     [event] = change_events_from_text(serialise(change), "x")
     assert event.resume_token == token(7)["_data"] and event.updated_fields["status"] == "sold"
     assert OutgoingMessage(serialise(change)).body.count("\n") == 0
+
+
+# --- distiller relay (the CLI) ----------------------------------------------------------------
+
+
+def relay_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="distiller")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["relay", "--mongo-uri", "mongodb://replica.example:27017/?replicaSet=rs0", *argv])
+
+
+def run_relay_cli(database, *argv: str):
+    args = relay_args(*argv)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = args.run(args, io.StringIO(), stdout, stderr, open_database=lambda uri, name: database)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("start_at", "position", "relayed"),
+    [
+        pytest.param("now", {}, (5, 6), id="now"),
+        pytest.param(
+            "2026-04-25T12:00:39Z", {"start_at_operation_time": Timestamp(BASE + 2, 0)}, (2, 4, 5, 6), id="time"
+        ),
+        pytest.param(token(2)["_data"], {"resume_after": token(2)}, (4, 5, 6), id="token"),
+    ],
+)
+def test_relay_start_at_passes_the_matching_watch_position(db, start_at, position, relayed):
+    database = ScriptedDatabase(SCRIPT, db, now=4)  # "the current time" is just before change 5
+
+    code, out, err = run_relay_cli(database, "--start-at", start_at)
+
+    assert code == 0, err
+    [call] = database.calls
+    for key in ("resume_after", "start_after", "start_at_operation_time"):
+        assert call.get(key) == position.get(key), key
+    assert tokens_of(out.splitlines()) == data(*relayed)
+    checkpoint = db[CHECKPOINTS_COLLECTION].find_one({"_id": STDOUT_RELAY_NAME})
+    assert checkpoint["token"] == token(relayed[-1])  # stdout runs never move the Lambda's checkpoint
+    assert db[CHECKPOINTS_COLLECTION].find_one({"_id": DEFAULT_RELAY_NAME}) is None
+    assert f"relayed {len(relayed)} change(s) to stdout; parked 0" in err
+
+
+def test_relay_cli_without_a_checkpoint_or_start_at_exits_1_and_says_how_to_start(db):
+    database = ScriptedDatabase(SCRIPT, db)
+
+    code, out, err = run_relay_cli(database)
+
+    assert (code, out, database.calls) == (1, "", [])
+    assert "no checkpoint" in err and "--start-at now" in err and "RELAY_START_AT" in err
+
+
+def test_relay_cli_checkpoint_wins_over_start_at_and_the_help_says_so(db, capsys):
+    MongoCheckpointStore(db[CHECKPOINTS_COLLECTION]).save(STDOUT_RELAY_NAME, token(4), at(4))
+    database = ScriptedDatabase(SCRIPT, db)
+
+    code, out, _ = run_relay_cli(database, "--start-at", "now")
+
+    assert code == 0 and database.calls[-1]["resume_after"] == token(4)
+    assert tokens_of(out.splitlines()) == data(5, 6)
+    with pytest.raises(SystemExit):
+        relay_args("--help")
+    assert "the checkpoint always wins" in " ".join(capsys.readouterr().out.split())
+
+
+def test_relay_cli_to_stdout_prints_an_oversize_change_to_stderr_with_its_reason_and_moves_on(db):
+    database = ScriptedDatabase([deal_created(1), oversize(2), deal_created(3)], db)
+
+    code, out, err = run_relay_cli(database, "--start-at", "now")
+
+    assert code == 0, err
+    assert tokens_of(out.splitlines()) == data(1, 3)
+    notice, record = err.splitlines()[:2]
+    assert notice.startswith(f"distiller: relay: parked relay {STDOUT_RELAY_NAME} privateauto.deals token ")
+    assert "change too large for SQS" in notice
+    parked = json.loads(record)
+    assert parked["reason"].startswith("change too large for SQS") and parked["record"]["_id"] == token(2)
+    assert "fullDocument" not in parked["record"]
+    assert "parked 1;" in err
+    assert db[CHECKPOINTS_COLLECTION].find_one({"_id": STDOUT_RELAY_NAME})["token"] == token(3)
+
+
+def test_relay_cli_sends_to_the_queue_and_parks_on_the_dead_letter_queue(sqs, dlq, db):
+    _, url = sqs
+    database = ScriptedDatabase([deal_created(1), oversize(2), deal_created(3)], db)
+
+    code, out, err = run_relay_cli(
+        database, "--start-at", "now", "--queue-url", url, "--dead-letter-queue-url", dlq.queue_url
+    )
+
+    assert (code, out) == (0, ""), err
+    assert sorted(tokens_of(drain(sqs))) == data(1, 3)
+    [parked] = drain(dlq)
+    assert json.loads(parked)["record"]["_id"] == token(2)
+    checkpoint = db[CHECKPOINTS_COLLECTION].find_one({"_id": DEFAULT_RELAY_NAME})  # the Lambda's own name
+    assert checkpoint["token"] == token(3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--start-at", "yesterday"], "not a start position"),
+        (["--start-at", "82A"], "not a start position"),
+        (["--max-seconds", "0"], "must be more than 0"),
+    ],
+)
+def test_relay_argument_errors_exit_2(argv, complaint, capsys):
+    with pytest.raises(SystemExit) as caught:
+        relay_args(*argv)
+    assert caught.value.code == 2
+    assert complaint in capsys.readouterr().err

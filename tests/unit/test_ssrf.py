@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 
 from distiller.ssrf import (
     EndpointRefused,
+    EndpointUnresolved,
     ResolvedEndpoint,
     refusal_reason,
     resolve_endpoint,
     system_resolver,
 )
-from distiller.webhook_sender import SendResult, WebhookSender
+from distiller.webhook_sender import SendResult, WebhookSender, header_problem
 
 
 class NetworkBlocked(AssertionError):
@@ -515,7 +516,6 @@ def test_network_guard_is_active() -> None:
         ("https://rebind.attacker.example/hook", "private"),
         ("http://example.com/hook", "scheme"),
         ("https://[::ffff:127.0.0.1]/hook", "embeds"),
-        ("https://nonexistent.invalid/hook", "does not resolve"),
     ],
 )
 def test_sender_refuses_without_connecting(url: str, keyword: str, resolver: FakeResolver) -> None:
@@ -557,3 +557,54 @@ def test_port_zero_is_refused(resolver: FakeResolver) -> None:
 def test_a_resolver_answer_that_is_not_an_address_is_a_refusal() -> None:
     with pytest.raises(EndpointRefused, match="not an address"):
         resolve_endpoint("https://example.com/x", resolver=FakeResolver({"example.com": ["not-an-ip"]}))
+
+
+# --- transient resolution failures and international names ----------------------------------
+
+
+def test_an_unresolvable_host_is_a_transient_failure_for_the_sender_not_a_refusal(resolver: FakeResolver) -> None:
+    result = WebhookSender(resolver=resolver).post("https://nonexistent.invalid/hook", {}, b"{}")
+    assert result.delivered is False and result.refused is False
+    assert result.error is not None and result.error.startswith("DNS resolution failed")
+    with pytest.raises(EndpointUnresolved):  # still "may not be called now" for resolve_endpoint's callers
+        resolve_endpoint("https://nonexistent.invalid/hook", resolver=resolver)
+
+
+def test_an_international_domain_name_is_resolved_and_sent_as_its_a_labels() -> None:
+    resolver = FakeResolver({"xn--bcher-kva.example": ["93.184.216.34"]})
+    endpoint = resolve_endpoint("https://Bücher.example/hooks/é?x=ü", resolver=resolver)
+    assert resolver.calls == [("xn--bcher-kva.example", 443)]
+    assert endpoint.host == endpoint.host_header == "xn--bcher-kva.example"
+    assert endpoint.path == "/hooks/%C3%A9?x=%C3%BC"
+    assert endpoint.path.isascii()
+
+
+@pytest.mark.parametrize(
+    "host", ["b\u00fc..example", "\u00fc" * 70 + ".example"], ids=["empty-label", "label-too-long"]
+)
+def test_an_unencodable_international_name_is_refused_without_resolving(host: str, resolver: FakeResolver) -> None:
+    with pytest.raises(EndpointRefused, match="not a valid international domain name") as refused:
+        resolve_endpoint(f"https://{host}/hook", resolver=resolver)
+    assert not isinstance(refused.value, EndpointUnresolved)
+    assert resolver.calls == []
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [
+        pytest.param("acme\r\nX-Injected: 1", "line break", id="crlf"),
+        pytest.param("acme\n", "line break", id="lf"),
+        pytest.param("acme\x00", "line break or NUL", id="nul"),
+        pytest.param("ａｃｍｅ-日本", "not Latin-1", id="non-latin-1"),
+    ],
+)
+def test_header_values_that_cannot_go_on_the_wire_are_refused_before_connecting(
+    value: str, phrase: str, resolver: FakeResolver
+) -> None:
+    assert phrase in (header_problem({"X-PA-Partner": value}) or "")
+    result = WebhookSender(resolver=resolver).post("https://example.com/hook", {"X-PA-Partner": value}, b"{}")
+    assert result.refused is True and "X-PA-Partner" in (result.error or "")
+
+
+def test_latin_1_header_values_pass() -> None:
+    assert header_problem({"X-PA-Partner": "concessionnaire-évry", "X-PA-Event": "deal.created"}) is None

@@ -100,12 +100,54 @@ def test_each_ingest_path_is_switchable(template):
     assert set(template["Conditions"]) >= {"UseEventBridge", "UseDocumentDb", "UseRelay"}
 
 
-def test_atlas_rule_targets_the_distiller_with_a_dead_letter_queue(template):
+def test_atlas_rule_targets_the_ingest_queue_with_retries_and_a_dead_letter_queue(template):
     rule = template["Resources"]["AtlasTriggerRule"]["Properties"]
     assert rule["EventPattern"] == {"source": [{"prefix": "aws.partner/mongodb.com"}]}
     [target] = rule["Targets"]
-    assert target["Arn"] == {"!GetAtt": "DistillerFunction.Arn"}
+    assert target["Arn"] == {"!GetAtt": "IngestQueue.Arn"}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert target["DeadLetterConfig"]["Arn"] == {"!GetAtt": "IngestDeadLetterQueue.Arn"}
+
+
+def _refers_to(value, name: str) -> bool:
+    """Whether a template value mentions resource `name` (Ref, GetAtt or Sub)."""
+    if isinstance(value, dict):
+        return any(_refers_to(v, name) for v in value.values())
+    if isinstance(value, list):
+        return any(_refers_to(v, name) for v in value)
+    return isinstance(value, str) and (value == name or value.startswith(f"{name}.") or f"${{{name}" in value)
+
+
+def test_nothing_invokes_the_distiller_from_eventbridge(template):
+    """An asynchronous invocation drops an event after two retries: the Distiller is fed by queues only."""
+    resources = template["Resources"]
+    permissions = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission" and _refers_to(r["Properties"]["FunctionName"], "DistillerFunction")
+    ]
+    targets = [t for r in resources.values() if r["Type"] == "AWS::Events::Rule" for t in r["Properties"]["Targets"]]
+    events = resources["DistillerFunction"]["Properties"]["Events"].values()
+
+    assert permissions == []
+    assert targets and not any(_refers_to(t["Arn"], "DistillerFunction") for t in targets)
+    assert {e["Type"] for e in events} == {"SQS"}
+
+
+@pytest.mark.parametrize("queue", ["IngestQueue", "IngestDeadLetterQueue"])
+def test_only_the_atlas_rule_may_send_to_the_queues_it_targets(template, queue):
+    [policy] = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::SQS::QueuePolicy" and r["Properties"]["Queues"] == [{"!Ref": queue}]
+    ]
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+
+    assert policy["Condition"] == "UseEventBridge"
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"!GetAtt": f"{queue}.Arn"}
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"!GetAtt": "AtlasTriggerRule.Arn"}}}
 
 
 def test_documentdb_mapping_cannot_miss_events(template):
@@ -130,6 +172,7 @@ def test_relay_runs_alone_on_a_schedule_and_may_only_feed_the_ingest_queue(templ
         ("IngestDeadLettersAlarm", "IngestDeadLetterQueue", "ApproximateNumberOfMessagesVisible"),
         ("DeliveryBacklogAlarm", "DeliveryQueue", "ApproximateAgeOfOldestMessage"),
         ("IngestBacklogAlarm", "IngestQueue", "ApproximateAgeOfOldestMessage"),
+        ("RetryBacklogAlarm", "RetryQueue", "ApproximateAgeOfOldestMessage"),
     ],
 )
 def test_alarms_watch_dead_letters_and_backlog_and_are_outputs(template, alarm, queue, metric):
@@ -174,3 +217,184 @@ def test_partner_api_is_a_proxy_to_the_api_function_with_scoped_permissions(temp
     assert event["Properties"]["RestApiId"] == {"!Ref": "PartnerApi"}
     assert {"SQSSendMessagePolicy": {"QueueName": {"!GetAtt": "DeliveryQueue.QueueName"}}} in api["Policies"]
     assert api["Environment"]["Variables"]["DELIVERY_QUEUE_URL"] == {"!Ref": "DeliveryQueue"}
+
+
+# --- issue 10: concurrency budget, alarms, retained dead letters, claim check --------------------
+
+ALARM_TOPIC = {"!If": ["HasAlarmTopic", [{"!Ref": "AlarmTopicArn"}], {"!Ref": "AWS::NoValue"}]}
+FUNCTIONS = ["DistillerFunction", "DispatcherFunction", "ApiFunction", "RelayFunction"]
+
+
+def test_every_sqs_event_source_caps_concurrency_at_the_mongo_connection_budget(template):
+    parameter = template["Parameters"]["MaxConcurrentBatches"]
+    sources = {
+        (name, event_name): event["Properties"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+        for event_name, event in r["Properties"].get("Events", {}).items()
+        if event["Type"] == "SQS"
+    }
+
+    assert set(sources) == {
+        ("DistillerFunction", "Ingest"),
+        ("DispatcherFunction", "Deliveries"),
+        ("DispatcherFunction", "Retries"),
+    }
+    for source in sources.values():
+        assert source["ScalingConfig"] == {"MaximumConcurrency": {"!Ref": "MaxConcurrentBatches"}}
+    assert parameter["Type"] == "Number" and (parameter["MinValue"], parameter["MaxValue"]) == (2, 1000)
+    assert 2 <= parameter["Default"] <= 1000 and "connection" in parameter["Description"]
+
+
+def _alarms(template, namespace: str, metric: str, dimension: str, value) -> list[tuple[str, dict]]:
+    return [
+        (name, r)
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("Namespace") == namespace
+        and r["Properties"].get("MetricName") == metric
+        and r["Properties"].get("Dimensions") == [{"Name": dimension, "Value": value}]
+    ]
+
+
+def test_the_functions_with_alarms_are_all_the_functions(template):
+    functions = {n for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+
+    assert functions == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_has_an_errors_and_a_throttles_alarm(template, function, metric):
+    [(name, alarm)] = _alarms(template, "AWS/Lambda", metric, "FunctionName", {"!Ref": function})
+    props = alarm["Properties"]
+
+    assert name == f"{function.removesuffix('Function')}{metric}Alarm"
+    assert alarm.get("Condition") == template["Resources"][function].get("Condition")
+    assert (props["Statistic"], props["Threshold"], props["ComparisonOperator"]) == ("Sum", 0, "GreaterThanThreshold")
+    assert props["TreatMissingData"] == "notBreaching"
+    assert props["AlarmActions"] == props["OKActions"] == ALARM_TOPIC
+    assert props["AlarmDescription"].strip()
+
+
+def test_retry_queue_alarm_fires_only_well_past_the_longest_retry_delay(template):
+    longest = max(int(s) for s in template["Parameters"]["RetryDelays"]["Default"].split(","))
+    [(name, alarm)] = _alarms(
+        template, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", {"!GetAtt": "RetryQueue.QueueName"}
+    )
+    props = alarm["Properties"]
+
+    assert name == "RetryBacklogAlarm" and longest == 900
+    assert props["Threshold"] >= 2 * longest and props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert props["Statistic"] == "Maximum" and props["Period"] * props["EvaluationPeriods"] >= 900
+    assert "900" in props["AlarmDescription"] and str(props["Threshold"]) in props["AlarmDescription"]
+    assert props["AlarmActions"] == props["OKActions"] == ALARM_TOPIC
+
+
+@pytest.mark.parametrize("queue", ["IngestDeadLetterQueue", "DeliveryDeadLetterQueue"])
+def test_dead_letter_queues_outlive_the_stack(template, queue):
+    resource = template["Resources"][queue]
+
+    assert (resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+
+
+@pytest.mark.parametrize(
+    ("queue", "not_empty"),
+    [("IngestDeadLetterQueue", "IngestDeadLettersAlarm"), ("DeliveryDeadLetterQueue", "DeliveryDeadLettersAlarm")],
+)
+def test_each_dead_letter_queue_has_a_growth_alarm_that_notifies_on_every_wave(template, queue, not_empty):
+    """CloudWatch notifies on state changes only: the not-empty alarm stays in ALARM, silent, while
+    the queue grows; the growth alarm goes back to OK when growth stops, so each wave notifies."""
+    growth = []
+    for name, r in template["Resources"].items():
+        if r["Type"] != "AWS::CloudWatch::Alarm" or "Metrics" not in r["Properties"]:
+            continue
+        metrics = {m["Id"]: m for m in r["Properties"]["Metrics"]}
+        for metric_id, m in metrics.items():
+            metric = m.get("MetricStat", {}).get("Metric", {})
+            if metric.get("Dimensions") == [{"Name": "QueueName", "Value": {"!GetAtt": f"{queue}.QueueName"}}]:
+                growth.append((name, r["Properties"], metric_id, metric, metrics))
+    [(name, props, metric_id, metric, metrics)] = growth
+    [returned] = [m for m in metrics.values() if m.get("ReturnData", True)]
+
+    assert metric["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert returned["Expression"] in (f"DIFF({metric_id})", f"RATE({metric_id})")
+    assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert props["EvaluationPeriods"] >= 2 and props["DatapointsToAlarm"] == 1  # DIFF needs the previous period
+    assert props["AlarmActions"] == ALARM_TOPIC
+    assert template["Resources"][not_empty]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert {"!Ref": name} in [o["Value"] for o in template["Outputs"].values()]
+
+
+def test_claim_check_bucket_is_private_encrypted_and_expires_after_the_dead_letters(template):
+    resources = template["Resources"]
+    bucket = resources["ClaimCheckBucket"]["Properties"]
+    [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    [rule] = bucket["LifecycleConfiguration"]["Rules"]
+    dead_letter_days = max(
+        resources[q]["Properties"]["MessageRetentionPeriod"] / 86400
+        for q in ("IngestDeadLetterQueue", "DeliveryDeadLetterQueue")
+    )
+    [deny] = resources["ClaimCheckBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert bucket["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"), True
+    )
+    assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert rule["Status"] == "Enabled" and rule["ExpirationInDays"] == 30 > dead_letter_days
+    assert "Filter" not in rule and "Prefix" not in rule  # every object expires
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert template["Outputs"]["ClaimCheckBucketName"]["Value"] == {"!Ref": "ClaimCheckBucket"}
+
+
+def _s3_actions(policies) -> dict[str, set[str]]:
+    """Claim-check bucket actions granted by a function's SAM policies: {"objects"|"bucket": actions}."""
+    granted: dict[str, set[str]] = {"objects": set(), "bucket": set()}
+    crud = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
+    for policy in policies:
+        if not isinstance(policy, dict):
+            continue
+        if policy.get("S3CrudPolicy") == {"BucketName": {"!Ref": "ClaimCheckBucket"}}:
+            granted["objects"] |= crud
+            granted["bucket"] |= crud
+        for statement in policy.get("Statement", []):
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if statement["Effect"] != "Allow":
+                continue
+            if statement["Resource"] == {"!Sub": "${ClaimCheckBucket.Arn}/*"}:
+                granted["objects"] |= set(actions)
+            if statement["Resource"] == {"!GetAtt": "ClaimCheckBucket.Arn"}:
+                granted["bucket"] |= set(actions)
+    return granted
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_knows_the_claim_check_bucket_and_may_read_and_write_it(template, function):
+    props = template["Resources"][function]["Properties"]
+    granted = _s3_actions(props["Policies"])
+
+    assert props["Environment"]["Variables"]["CLAIM_CHECK_BUCKET"] == {"!Ref": "ClaimCheckBucket"}
+    assert {"s3:GetObject", "s3:PutObject"} <= granted["objects"]
+    # without ListBucket S3 answers a missing key 403, which would be retried as transient
+    assert "s3:ListBucket" in granted["bucket"]
+
+
+def test_relay_may_park_what_it_cannot_forward_on_the_ingest_dead_letter_queue(template):
+    relay = template["Resources"]["RelayFunction"]["Properties"]
+
+    assert relay["Environment"]["Variables"]["INGEST_DLQ_URL"] == {"!Ref": "IngestDeadLetterQueue"}
+    assert {"SQSSendMessagePolicy": {"QueueName": {"!GetAtt": "IngestDeadLetterQueue.QueueName"}}} in relay["Policies"]
+
+
+def test_distiller_waits_an_hour_at_most_for_a_linked_deal(template):
+    distiller = template["Resources"]["DistillerFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert distiller["LINKED_DEAL_MAX_AGE_SECONDS"] == "3600"
+
+
+def test_the_relay_start_position_is_a_stack_parameter_that_defaults_to_refusing(resources):
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+    assert template["Parameters"]["RelayStartAt"]["Default"] == ""
+    env = resources["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["RELAY_START_AT"] == {"!Ref": "RelayStartAt"}

@@ -14,6 +14,15 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
+def receive_count(record: Any) -> int:
+    """How many times SQS has handed out this record (`attributes.ApproximateReceiveCount`; 1 if absent)."""
+    attributes = record.get("attributes") if isinstance(record, dict) else None
+    try:
+        return int((attributes or {}).get("ApproximateReceiveCount", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 class RetryLater(RuntimeError):
     """The record's work could not be finished; its source delivers it again."""
 

@@ -21,18 +21,36 @@ from distiller.world import WorldFileError, in_memory_database, load_partners, l
 CHUNK_LINES = 1000
 
 
-def _numbered_lines(files: list[str], stdin: TextIO) -> Iterator[tuple[str, str]]:
+#: `distiller distill | head`: the exit status of a command whose reader went away (128 + SIGPIPE, as a shell
+#: reports a tool that SIGPIPE ended).
+BROKEN_PIPE_EXIT = 141
+
+
+def _numbered_lines(files: list[str], stdin: TextIO) -> Iterator[tuple[str, bytes]]:
+    """Each input line as bytes with its origin (`FILE:N`, `<stdin>:N`): decoding is per line, so one
+    line that is not UTF-8 is one bad line and not the end of the input."""
     if not files:
-        for number, line in enumerate(stdin, start=1):
+        raw = getattr(stdin, "buffer", None)
+        lines: Iterable[bytes] = raw if raw is not None else (x.encode("utf-8", "surrogateescape") for x in stdin)
+        for number, line in enumerate(lines, start=1):
             yield f"<stdin>:{number}", line
         return
     for name in files:
-        with open(name, encoding="utf-8") as handle:
+        with open(name, "rb") as handle:
             for number, line in enumerate(handle, start=1):
                 yield f"{name}:{number}", line
 
 
-def _chunks(lines: Iterable[tuple[str, str]], size: int) -> Iterator[list[ChangeEvent | RecordError]]:
+def _decoded_lines(lines: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, str | RecordError]]:
+    """Each line as text, or the `RecordError` `distill` reports for a line that is not UTF-8."""
+    for origin, line in lines:
+        try:
+            yield origin, line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield origin, next(x for x in change_events_from_text(line, origin) if isinstance(x, RecordError))
+
+
+def _chunks(lines: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[ChangeEvent | RecordError]]:
     chunk: list[ChangeEvent | RecordError] = []
     for origin, line in lines:
         if not line.strip():
@@ -92,6 +110,8 @@ def run_distill(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
                     assert isinstance(result, ChangeOutcome)
                     for delivery in result.deliveries:
                         stdout.write(dumps(delivery.to_json()) + "\n")
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): `main` ends quietly
     except OSError as exc:
         print(f"distiller: {exc.filename}: cannot read: {exc.strerror}", file=stderr)
         return 2
@@ -113,10 +133,15 @@ def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
         print(f"distiller: {_one_line(str(exc))}", file=stderr)
         return 2
     try:
-        lines = [line for _, line in _numbered_lines(args.files, stdin)]
+        decoded = list(_decoded_lines(_numbered_lines(args.files, stdin)))
     except OSError as exc:
         print(f"distiller: {exc.filename}: cannot read: {exc.strerror}", file=stderr)
         return 2
+    # A line that is not text cannot be an SQS message body: reported like `distill` does, never queued.
+    undecodable = [line for _, line in decoded if isinstance(line, RecordError)]
+    for error in undecodable:
+        print(f"error: {_one_line(str(error))}", file=stderr)
+    lines = [line.rstrip("\r\n") for _, line in decoded if isinstance(line, str)]
 
     pipeline = LocalPipeline(
         in_memory_database(partners, world),
@@ -124,6 +149,7 @@ def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
         retry_delays=args.retry_delays,
         allow_private_endpoints=args.allow_private_endpoints,
         log_stream=stderr,
+        progress=None if args.quiet else stderr,
     )
     try:
         report = pipeline.run(lines)
@@ -144,7 +170,7 @@ def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
             f"after {letter.get('attempt')} attempt(s): {_one_line(str(letter.get('lastError')))}",
             file=stderr,
         )
-    return 1 if report.parked or dead_letters else 0
+    return 1 if report.parked or dead_letters or undecodable else 0
 
 
 def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
@@ -155,6 +181,7 @@ def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
 
 def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
     from distiller.local.api_server import load_deliveries, start
+    from distiller.local.receiver import HOST, listen_failure
 
     try:
         partners = load_partners(Path(args.partners))
@@ -164,7 +191,11 @@ def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO
     except (WorldFileError, ValueError, OSError) as exc:
         print(f"distiller: {_one_line(str(exc))}", file=stderr)
         return 2
-    server = start(args.port, database, partners, stderr)
+    try:
+        server = start(args.port, database, partners, stderr)
+    except OSError as exc:  # the port is taken, or not ours to take
+        print(f"distiller: {listen_failure(HOST, args.port, exc)}", file=stderr)
+        return 2
     print(f"api listening on {server.url} ({loaded} delivery attempts loaded)", file=stderr, flush=True)
     try:
         server.serve_forever()
@@ -173,6 +204,17 @@ def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO
     finally:
         server.server_close()
     return 0
+
+
+def _port(text: str) -> int:
+    """A TCP port for `--port`: 0..65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0..65535)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="local development only: allow http:// and private/loopback partner URLs",
     )
     run_cmd.add_argument("--log", metavar="FILE", help="write one JSON line per delivery attempt")
+    run_cmd.add_argument(
+        "--quiet", action="store_true", help="no progress on stderr (errors, dead letters and the summary still print)"
+    )
     run_cmd.add_argument("files", nargs="*", metavar="FILE", help="JSON Lines input (default: stdin)")
     run_cmd.set_defaults(run=run_pipeline)
 
@@ -232,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "receiver",
         help="a partner endpoint on 127.0.0.1 that verifies signatures and prints what it accepts",
     )
-    receiver_cmd.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 (0: any free port)")
+    receiver_cmd.add_argument("--port", type=_port, required=True, help="port on 127.0.0.1 (0: any free port)")
     receiver_cmd.add_argument("--secret", required=True, help="the partner's webhook secret")
     receiver_cmd.add_argument(
         "--fail-first", type=int, default=0, metavar="N", help="answer 503 to the first N tries of each event"
@@ -243,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "api",
         help="the partner /data API on 127.0.0.1 through the same handler (JWT with each partner's sharedSecret)",
     )
-    api_cmd.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 (0: any free port)")
+    api_cmd.add_argument("--port", type=_port, required=True, help="port on 127.0.0.1 (0: any free port)")
     api_cmd.add_argument("--partners", required=True, metavar="PARTNERS.json", help="records with sharedSecret")
     api_cmd.add_argument("--world", metavar="WORLD.json", help="{collectionName: [documents]}")
     api_cmd.add_argument("--deliveries", metavar="LOG.jsonl", help="delivery attempts (`distiller run --log`)")
@@ -258,7 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args, sys.stdin, sys.stdout, sys.stderr))
+    try:
+        return int(args.run(args, sys.stdin, sys.stdout, sys.stderr))
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT
+
+
+def _discard_stdout() -> None:
+    """After the reader of stdout went away: send what is still buffered to /dev/null, so the flush at
+    exit does not fail again (the `BrokenPipeError` recipe of Python's `signal` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real stream (tests), or already closed
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

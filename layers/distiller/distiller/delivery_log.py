@@ -1,25 +1,34 @@
 """The delivery log: one Mongo document per attempt, shaped like the spec's webhook-deliveries response.
 
 Indexed for the /data filters (partner + status / event / date range, eventId) and expired by
-a TTL index on `attemptedAt`. It also answers the dispatcher's one question before a POST:
-was this eventId already delivered to this partner?
+a TTL index on `attemptedAt`. It also answers the dispatcher's two questions before a POST:
+was this eventId already delivered to this partner (or this attempt already made), and may
+this invocation make the attempt now? The second is a claim: a unique insert of
+{partner, eventId, round, attempt} with a lease, so two dispatchers holding the same SQS
+message never both POST. A lease outlives the function timeout; only a crash between the
+POST and the log write lets an expired lease be taken over and the attempt repeated.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from distiller.ejson import iso_utc
+from distiller.ejson import iso_utc, utc_now
 from distiller.lookups import LookupFailure
 
 DELIVERIES_COLLECTION = "webhook_deliveries"
+CLAIMS_COLLECTION = "webhook_delivery_claims"
+CLAIM_RETENTION = dt.timedelta(days=7)
+"""How long a claim is kept after its lease (longer than any message stays on a queue)."""
 EXCERPT_LIMIT = 1024
 """Characters of the partner's response body kept per attempt."""
 
@@ -110,8 +119,37 @@ def as_utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptKey:
+    """One attempt of one delivery: what a claim is unique on."""
+
+    partner_id: str
+    event_id: str
+    attempt: int
+    redrive: int = 0
+
+    def fields(self) -> dict[str, Any]:
+        return {"partnerId": self.partner_id, "eventId": self.event_id, "round": self.redrive, "attempt": self.attempt}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimHeld:
+    """Another invocation holds the attempt; look again after `retry_in_seconds`."""
+
+    reason: str
+    retry_in_seconds: int
+
+
 class DeliveryLog(Protocol):
     def record(self, attempt: DeliveryAttempt) -> None: ...
+
+    def claim(self, key: AttemptKey, lease_seconds: float) -> ClaimHeld | str:
+        """Take the attempt for `lease_seconds`: a claim token, or who holds it and for how long."""
+        ...
+
+    def release(self, key: AttemptKey, token: str) -> None:
+        """Give back an attempt that was claimed but not made (the invocation ran out of time)."""
+        ...
 
     def already_processed(self, partner_id: str, event_id: str, attempt: int, redrive: int = 0) -> str | None:
         """Why this attempt must not be made (already delivered, or this attempt already done), or None."""
@@ -119,8 +157,15 @@ class DeliveryLog(Protocol):
 
 
 class MongoDeliveryLog:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        claims: Collection | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
         self._collection = collection
+        self._claims = claims if claims is not None else collection.database[CLAIMS_COLLECTION]
+        self._clock = clock
 
     def ensure_indexes(self, retention_days: int) -> None:
         """Create the /data filter indexes and the TTL index (idempotent)."""
@@ -136,6 +181,41 @@ class MongoDeliveryLog:
             [("partnerId", ASCENDING), ("eventId", ASCENDING), ("status", ASCENDING)], name="partner_event_id"
         )
         c.create_index("attemptedAt", name="ttl_attempted_at", expireAfterSeconds=retention_days * 86400)
+        self._claims.create_index(
+            [("partnerId", ASCENDING), ("eventId", ASCENDING), ("round", ASCENDING), ("attempt", ASCENDING)],
+            name="one_claim_per_attempt",
+            unique=True,
+        )
+        self._claims.create_index("expiresAt", name="ttl_expires_at", expireAfterSeconds=0)
+
+    def claim(self, key: AttemptKey, lease_seconds: float) -> ClaimHeld | str:
+        now = self._clock()
+        until = now + dt.timedelta(seconds=lease_seconds)
+        token = secrets.token_hex(8)
+        lease = {"leaseUntil": until, "token": token, "expiresAt": until + CLAIM_RETENTION}
+        try:
+            try:
+                self._claims.insert_one({**key.fields(), **lease})
+                return token
+            except DuplicateKeyError:
+                # Held before: take it over only if that lease ran out (its holder crashed).
+                taken = self._claims.update_one({**key.fields(), "leaseUntil": {"$lte": now}}, {"$set": lease})
+                if taken.modified_count == 1:
+                    return token
+                held = self._claims.find_one(key.fields(), {"leaseUntil": 1}) or {}
+        except PyMongoError as exc:
+            raise LookupFailure(f"{CLAIMS_COLLECTION}: {exc}") from exc
+        held_until = as_utc(held.get("leaseUntil") or until)
+        wait = max(1, int((held_until - now).total_seconds()) + 1)
+        return ClaimHeld(
+            f"attempt {key.attempt} is being made by another invocation (lease until {iso_utc(held_until)})", wait
+        )
+
+    def release(self, key: AttemptKey, token: str) -> None:
+        try:
+            self._claims.delete_one({**key.fields(), "token": token})
+        except PyMongoError as exc:
+            raise LookupFailure(f"{CLAIMS_COLLECTION}: {exc}") from exc
 
     def record(self, attempt: DeliveryAttempt) -> None:
         try:
@@ -163,4 +243,4 @@ class MongoDeliveryLog:
         return f"attempt {attempt} was already made (redelivered message)"
 
 
-__all__ = ["DeliveryAttempt", "DeliveryLog", "MongoDeliveryLog", "log_line"]
+__all__ = ["AttemptKey", "ClaimHeld", "DeliveryAttempt", "DeliveryLog", "MongoDeliveryLog", "log_line"]

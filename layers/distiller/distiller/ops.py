@@ -166,6 +166,9 @@ def redrive_body(body: str, kind: RedriveKind) -> str:
             raise NotRedrivable('not a parked record: expected {"reason", "origin", "record"}')
         if data["record"] is None:
             raise NotRedrivable("not a parked record: record is null")
+        if isinstance(data["record"], dict) and "trimmed" in data["record"]:
+            # the relay's oversize change: its documents were dropped, so it cannot be distilled
+            raise NotRedrivable("a trimmed oversize change holds no document: replay its time range instead")
         return json.dumps(data["record"], separators=(",", ":"), ensure_ascii=False)
     raise ValueError(f"unknown redrive kind {kind!r}; expected one of {', '.join(REDRIVE_KINDS)}")
 

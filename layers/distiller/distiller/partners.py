@@ -34,6 +34,12 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
     partner_id = record.get("partnerId")
     if not isinstance(partner_id, str) or not partner_id:
         raise PartnerRecordError(f"{where}.partnerId: required non-empty string")
+    if not _header_safe(partner_id):
+        # It travels in the X-PA-Partner header: a line break or a non-Latin-1 character
+        # would fail every POST (or split the request), so the record is refused when loaded.
+        raise PartnerRecordError(
+            f"partner {partner_id!r}.partnerId: must be printable Latin-1 without line breaks (it is a header value)"
+        )
     where = f"partner {partner_id!r}"
 
     active = _default(record.get("active"), True)
@@ -77,6 +83,16 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         events=tuple(events),
         webhook_secret=secret,
     )
+
+
+def _header_safe(value: str) -> bool:
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return False
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _default(value: Any, default: Any) -> Any:

@@ -6,15 +6,17 @@ Handlers take a runtime from here; tests and the local pipeline hand in their ow
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import boto3
 from botocore.config import Config
 from pymongo.database import Database
 
+from distiller.claim_check import PayloadStore, S3PayloadStore
 from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
 from distiller.dispatch import Dispatcher, RetrySchedule
 from distiller.file_links import FileLinks
+from distiller.ingest import RetryPolicy
 from distiller.lookups import Lookups, MongoLookups
 from distiller.mongo import connect_database
 from distiller.partner_secrets import PartnerSecrets
@@ -23,12 +25,19 @@ from distiller.settings import DispatcherSettings, DistillerSettings, MongoSetti
 from distiller.webhook_sender import WebhookSender
 
 
+def payload_store(bucket: str | None) -> PayloadStore | None:
+    """The claim-check store, when the stack has a bucket for it."""
+    return S3PayloadStore(boto3.client("s3"), bucket) if bucket else None
+
+
 @dataclass(slots=True)
 class DistillerRuntime:
     lookups: Lookups
     delivery_queue: SqsQueue
     ingest_dead_letters: SqsQueue
     file_links: FileLinks | None = None
+    payloads: PayloadStore | None = None
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
     def build(cls, database: Database, settings: DistillerSettings, lookup_ttl: float = 60.0) -> DistillerRuntime:
@@ -42,6 +51,8 @@ class DistillerRuntime:
                 settings.documents_bucket,
                 settings.documents_key_prefix,
             ),
+            payloads=payload_store(settings.claim_check_bucket),
+            retry_policy=RetryPolicy(settings.max_receive_count, settings.linked_deal_max_age_seconds),
         )
 
     @classmethod
@@ -54,6 +65,7 @@ class DistillerRuntime:
 class DispatcherRuntime:
     dispatcher: Dispatcher
     dead_letters: SqsQueue
+    max_receive_count: int = 5
 
     @classmethod
     def build(cls, database: Database, settings: DispatcherSettings, lookup_ttl: float = 60.0) -> DispatcherRuntime:
@@ -79,8 +91,12 @@ class DispatcherRuntime:
             dead_letter_queue=dead_letters,
             schedule=schedule,
             max_workers=settings.concurrency,
+            attempt_budget_seconds=settings.timeout_seconds,
+            lease_seconds=settings.claim_lease_seconds,
+            partner_errors=lambda: lookups.partner_errors,
+            payloads=payload_store(settings.claim_check_bucket),
         )
-        return cls(dispatcher=dispatcher, dead_letters=dead_letters)
+        return cls(dispatcher=dispatcher, dead_letters=dead_letters, max_receive_count=settings.max_receive_count)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherRuntime:

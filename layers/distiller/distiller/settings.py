@@ -69,12 +69,20 @@ class MongoSettings:
         )
 
 
+MAX_RECEIVE_COUNT = 5
+"""The queues' `maxReceiveCount` (template.yaml): the receive on which a handler parks instead of failing."""
+
+
 @dataclass(frozen=True, slots=True)
 class DistillerSettings:
     delivery_queue_url: str
     ingest_dead_letter_queue_url: str
     documents_bucket: str
     documents_key_prefix: str = ""
+    claim_check_bucket: str | None = None
+    max_receive_count: int = MAX_RECEIVE_COUNT
+    linked_deal_max_age_seconds: float = 3600.0
+    """How long a record whose linked deal is not visible yet is retried before it is parked."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -84,6 +92,9 @@ class DistillerSettings:
             ingest_dead_letter_queue_url=e.required("INGEST_DLQ_URL", "URL of the ingest dead-letter queue"),
             documents_bucket=e.required("DOCUMENTS_BUCKET", "S3 bucket holding deal documents, for signed links"),
             documents_key_prefix=e.text("DOCUMENTS_KEY_PREFIX", ""),
+            claim_check_bucket=e.text("CLAIM_CHECK_BUCKET", "") or None,
+            max_receive_count=int(e.number("MAX_RECEIVE_COUNT", MAX_RECEIVE_COUNT, minimum=1)),
+            linked_deal_max_age_seconds=e.number("LINKED_DEAL_MAX_AGE_SECONDS", 3600.0),
         )
 
 
@@ -99,6 +110,10 @@ class DispatcherSettings:
     per_host_connections: int = 4
     concurrency: int = 16
     delivery_log_retention_days: int = 30
+    claim_check_bucket: str | None = None
+    max_receive_count: int = MAX_RECEIVE_COUNT
+    claim_lease_seconds: float = 120.0
+    """How long an attempt stays claimed: longer than the function may run (template: 90 s)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -114,4 +129,7 @@ class DispatcherSettings:
             per_host_connections=int(e.number("PER_HOST_CONNECTIONS", 4, minimum=1)),
             concurrency=int(e.number("DISPATCH_CONCURRENCY", 16, minimum=1)),
             delivery_log_retention_days=int(e.number("DELIVERY_LOG_RETENTION_DAYS", 30, minimum=1)),
+            claim_check_bucket=e.text("CLAIM_CHECK_BUCKET", "") or None,
+            max_receive_count=int(e.number("MAX_RECEIVE_COUNT", MAX_RECEIVE_COUNT, minimum=1)),
+            claim_lease_seconds=e.number("CLAIM_LEASE_SECONDS", 120.0, minimum=1),
         )

@@ -10,6 +10,7 @@ Accepted shapes (see SOURCES.md):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -201,6 +202,12 @@ class LambdaRecord:
     raw: Any
     message_id: str | None
     items: tuple[ChangeEvent | RecordError, ...]
+    receive_count: int | None = None
+    """SQS `ApproximateReceiveCount` (None: not from SQS, nothing counts the retries)."""
+    first_sent_at: dt.datetime | None = None
+    """When SQS first accepted the message (`SentTimestamp`): how long it has been retried."""
+    source: str = "event"
+    """`sqs`, `docdb` or `event` (EventBridge or a raw change invoked directly)."""
 
 
 def lambda_records(event: Any) -> list[LambdaRecord]:
@@ -215,6 +222,8 @@ def lambda_records(event: Any) -> list[LambdaRecord]:
                 record,
                 record.get("messageId") if isinstance(record, dict) else None,
                 tuple(change_events_from(record, f"Records[{i}]", decoded=False)),
+                *_sqs_attributes(record),
+                source="sqs",
             )
             for i, record in enumerate(event["Records"])
         ]
@@ -226,10 +235,27 @@ def lambda_records(event: Any) -> list[LambdaRecord]:
                 {**envelope, "events": [entry]},
                 None,
                 (docdb_entry(entry, f"events[{i}]", decoded=False),),
+                source="docdb",
             )
             for i, entry in enumerate(event["events"])
         ]
     return [LambdaRecord("event", event, None, tuple(change_events_from(event, "event", decoded=False)))]
+
+
+def _sqs_attributes(record: Any) -> tuple[int | None, dt.datetime | None]:
+    """(receive count, first sent at) from an SQS record's `attributes`; None where absent or bad."""
+    attributes = record.get("attributes") if isinstance(record, dict) else None
+    if not isinstance(attributes, dict):
+        return None, None
+    try:
+        count: int | None = int(attributes["ApproximateReceiveCount"])
+    except (KeyError, TypeError, ValueError):
+        count = None
+    try:
+        sent: dt.datetime | None = dt.datetime.fromtimestamp(int(attributes["SentTimestamp"]) / 1000, dt.UTC)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        sent = None
+    return count, sent
 
 
 def _sqs_record(record: Any, origin: str) -> Iterator[ChangeEvent | RecordError]:

@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -66,8 +66,18 @@ SIXTO4 = _V6("2002::/16")
 TEREDO = _V6("2001::/32")
 
 
+PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
+"""Characters left as they are in the request target; everything else is percent-encoded."""
+
+
 class EndpointRefused(ValueError):
     """The endpoint may not be called; the message says why. Refusals are final, not retried."""
+
+
+class EndpointUnresolved(EndpointRefused):
+    """The host name did not resolve now. Not a verdict on the endpoint: DNS outages and a
+    partner's expired record pass, so a sender treats this as transient and retries on schedule.
+    Still an `EndpointRefused` for callers that only ask "may I call it right now?"."""
 
 
 def refusal_reason(address: IPAddress) -> str | None:
@@ -162,6 +172,7 @@ def resolve_endpoint(
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    path = quote(path, safe=PATH_SAFE)  # non-ASCII or spaces: percent-encoded, as a browser sends them
 
     try:
         literal: IPAddress | None = ipaddress.ip_address(host)
@@ -173,12 +184,13 @@ def resolve_endpoint(
     if literal is not None:
         addresses = [str(literal)]
     else:
+        host = _ascii_host(host)
         try:
             addresses = resolver(host, port)
         except (OSError, UnicodeError) as exc:
-            raise EndpointRefused(f"host {host!r} does not resolve: {exc}") from exc
+            raise EndpointUnresolved(f"host {host!r} does not resolve: {exc}") from exc
         if not addresses:
-            raise EndpointRefused(f"host {host!r} does not resolve")
+            raise EndpointUnresolved(f"host {host!r} does not resolve")
 
     checked: list[str] = []
     for text in addresses:
@@ -195,6 +207,17 @@ def resolve_endpoint(
             raise EndpointRefused(f"host {host!r} resolves to {reason}")
         checked.append(str(address))
     return ResolvedEndpoint(url=url, scheme=scheme, host=host, port=port, address=checked[0], path=path)
+
+
+def _ascii_host(host: str) -> str:
+    """The host as the wire carries it: an international name becomes its IDNA A-labels
+    (`bücher.example` -> `xn--bcher-kva.example`) for DNS, SNI and the Host header."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise EndpointRefused(f"host {host!r} is not a valid international domain name: {exc}") from exc
 
 
 def _embedded_metadata(address: IPAddress) -> bool:

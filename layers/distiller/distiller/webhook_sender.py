@@ -1,8 +1,14 @@
 """POSTing one webhook: SSRF-checked, pinned to the checked address, no redirects, 10 s budget.
 
 Connections are pooled per (address, host) and kept alive across deliveries and warm
-invocations; each pool holds at most `per_host_connections`, so a burst to one partner never
+invocations; each host has at most `per_host_connections` slots, so a burst to one partner never
 takes every connection and a slow partner cannot starve the others.
+
+The budget is per HTTP attempt (connect + send + response) and starts once the attempt holds a
+slot: a delivery queued behind a slow partner's other deliveries is never cut off, or its 200
+discarded, for time it spent waiting. Waiting is bounded instead by `start_by`, the caller's
+last moment to begin (the invocation must still have a whole budget left); past it the
+attempt is not made at all and says so (`deferred`), so the caller can put it back unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +32,14 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from distiller.ssrf import EndpointRefused, ResolvedEndpoint, Resolver, resolve_endpoint, system_resolver
+from distiller.ssrf import (
+    EndpointRefused,
+    EndpointUnresolved,
+    ResolvedEndpoint,
+    Resolver,
+    resolve_endpoint,
+    system_resolver,
+)
 
 USER_AGENT = "PrivateAuto-Webhooks/1.0"
 EXCERPT_BYTES = 4096
@@ -40,7 +53,9 @@ class SendResult:
     body_excerpt: str | None = None
     error: str | None = None
     refused: bool = False
-    """The endpoint may not be called at all (SSRF, scheme): final, never retried."""
+    """The endpoint may not be called at all (SSRF, scheme, unencodable host or header): final."""
+    deferred: bool = False
+    """Not attempted: no slot for this host freed up before `start_by`. Nothing was sent."""
 
 
 _active = threading.local()
@@ -108,17 +123,30 @@ class WebhookSender:
         self.per_host_connections = per_host_connections
         self._resolver = resolver
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
+        self._slots: dict[tuple[str, str, int, str], threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
-    def post(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
+    def post(self, url: str, headers: dict[str, str], body: bytes, *, start_by: float | None = None) -> SendResult:
+        """One attempt. `start_by` (a `time.monotonic()` instant) bounds the wait for a slot."""
         try:
             endpoint = resolve_endpoint(url, allow_private=self.allow_private, resolver=self._resolver)
+        except EndpointUnresolved as exc:
+            return SendResult(False, error=f"DNS resolution failed: {exc}")
         except EndpointRefused as exc:
             return SendResult(False, error=f"endpoint refused: {exc}", refused=True)
-        deadline = time.monotonic() + self.timeout_seconds
-        pool = self._pool(endpoint)
-        with _Watchdog(self.timeout_seconds) as watchdog:
-            result = self._exchange(pool, endpoint, headers, body, deadline)
+        problem = header_problem(headers)
+        if problem is not None:
+            return SendResult(False, error=f"request refused: {problem}", refused=True)
+        pool, slots = self._pool(endpoint)
+        wait = None if start_by is None else max(0.0, start_by - time.monotonic())
+        if not slots.acquire(timeout=wait):
+            return SendResult(False, error="not started: every connection to this host stayed busy", deferred=True)
+        try:
+            deadline = time.monotonic() + self.timeout_seconds
+            with _Watchdog(self.timeout_seconds) as watchdog:
+                result = self._exchange(pool, endpoint, headers, body, deadline)
+        finally:
+            slots.release()
         if watchdog.fired:  # whatever was read, the answer was not complete within the budget
             return SendResult(False, error=f"timeout: no complete response within {self.timeout_seconds:g}s")
         return result
@@ -162,11 +190,12 @@ class WebhookSender:
             return SendResult(False, status, excerpt, f"redirect not followed (HTTP {status} to {location!r})")
         return SendResult(False, status, excerpt, f"HTTP {status}")
 
-    def _pool(self, endpoint: ResolvedEndpoint) -> urllib3.HTTPConnectionPool:
+    def _pool(self, endpoint: ResolvedEndpoint) -> tuple[urllib3.HTTPConnectionPool, threading.BoundedSemaphore]:
         key = (endpoint.scheme, endpoint.address, endpoint.port, endpoint.host)
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
+                self._slots[key] = threading.BoundedSemaphore(self.per_host_connections)
                 common = {"maxsize": self.per_host_connections, "block": True, "retries": False}
                 if endpoint.scheme == "https":
                     pool = urllib3.HTTPSConnectionPool(
@@ -183,13 +212,26 @@ class WebhookSender:
                     pool = urllib3.HTTPConnectionPool(endpoint.address, endpoint.port, **common)
                     pool.ConnectionCls = _WatchedHTTPConnection
                 self._pools[key] = pool
-            return pool
+            return pool, self._slots[key]
 
     def close(self) -> None:
         with self._lock:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
+            self._slots.clear()
+
+
+def header_problem(headers: dict[str, str]) -> str | None:
+    """Why these header values cannot go on the wire (not Latin-1, or a line break), or None."""
+    for name, value in headers.items():
+        if any(ch in value for ch in "\r\n\0"):
+            return f"header {name}: value contains a line break or NUL"
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return f"header {name}: value {value!r} is not Latin-1"
+    return None
 
 
 def _read_excerpt(response: urllib3.BaseHTTPResponse, deadline: float) -> str | None:

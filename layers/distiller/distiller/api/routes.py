@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authenticate
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
+from distiller.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
 from distiller.delivery import DeliveryMessage
 from distiller.ejson import iso_utc
 from distiller.file_links import FileLinks
@@ -44,6 +45,8 @@ class ApiRuntime:
     auth: AuthSettings
     replay_queue: MessageQueue | None = None
     file_links: FileLinks | None = None
+    payloads: PayloadStore | None = None
+    """The claim-check store: a replayed payload too large for a queue message goes there."""
 
 
 _runtime: ApiRuntime | None = None
@@ -246,6 +249,12 @@ def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
         # event was delivered before): the replay's request time, in seconds.
         redrive=max(int(now.timestamp()), int(attempt.get("redrive") or 0) + 1),
     )
+    try:
+        message = message.claim_checked(rt.payloads)
+    except PayloadTooLarge as exc:
+        return {"error": f"this delivery cannot be replayed: {exc}"}, 422
+    except PayloadUnavailable:
+        return {"error": "the claim-check store is unavailable; try again"}, 503
     if rt.replay_queue is None or rt.replay_queue.send([OutgoingMessage(message.to_body())]):
         return {"error": "the delivery queue is unavailable; try again"}, 503
     return {"status": "queued", "eventId": message.event_id, "event": message.event}, 202

@@ -13,6 +13,7 @@ from distiller.lookups import MongoLookups
 from distiller.mongo import connect_database
 from distiller.partner_secrets import DEFAULT_PREFIX
 from distiller.queues import SqsQueue
+from distiller.runtime import payload_store
 from distiller.settings import Env, MongoSettings
 
 
@@ -34,4 +35,5 @@ def api_runtime_from_env() -> ApiRuntime:
         ),
         replay_queue=SqsQueue(boto3.client("sqs"), env.required("DELIVERY_QUEUE_URL", "URL of the delivery queue")),
         file_links=file_links,
+        payloads=payload_store(env.text("CLAIM_CHECK_BUCKET", "") or None),
     )

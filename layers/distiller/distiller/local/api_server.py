@@ -23,6 +23,7 @@ from pymongo.database import Database
 
 from distiller.delivery_log import DELIVERIES_COLLECTION
 from distiller.local.pipeline import LocalContext, load_handler_module
+from distiller.local.receiver import HOST
 
 DOCUMENTS_BUCKET = "trigger-distiller-documents"
 
@@ -119,7 +120,7 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, port: int, handler_module: Any) -> None:
         self.handler_module = handler_module
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((HOST, port), _Handler)
 
     @property
     def url(self) -> str:
@@ -163,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def start(port: int, database: Database, partners: list[dict[str, Any]], replay_out: IO[str] = sys.stderr) -> ApiServer:
+    """The API server, listening on HOST:`port`; `OSError` when that port cannot be had."""
     module = load_handler_module("api")
     module._runtime = build_runtime(database, partners, replay_out)
     return ApiServer(port, module)

@@ -5,15 +5,19 @@ the stack defines and the partners' webhook secrets. Input lines go on the inges
 the relay would put them; the Distiller and Dispatcher handlers are invoked with SQS batches
 as Lambda would invoke them; webhooks go over real HTTP to the partners' URLs; retries wait
 for their SQS delay. The run ends when every queue is empty: every delivery delivered or
-dead-lettered.
+dead-lettered. Progress goes to stderr: a line per wave, or one line redrawn on a terminal.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import math
 import os
+import shutil
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -94,6 +98,142 @@ class RunReport:
         return sum(1 for a in self.attempts if a.get("deadLettered"))
 
 
+@dataclass(frozen=True)
+class WaveStatus:
+    """Where a run stands after a wave (a drain round of the queues)."""
+
+    delivered: int
+    waiting: int
+    next_due: float | None
+    """When the earliest waiting retry is due (seconds since the epoch)."""
+    dead_lettered: int
+    parked: int = 0
+
+    def describe(self, now: float, *, terse: bool = False) -> str:
+        """`delivered D, waiting for retry W (next due HH:MM:SS UTC, in Ss), dead-lettered X[, parked P]`;
+        `terse` (a terminal line) says `waiting W (next HH:MM:SS UTC, in Ss)`."""
+        waiting = f"waiting {self.waiting}" if terse else f"waiting for retry {self.waiting}"
+        if self.waiting and self.next_due is not None:
+            due = dt.datetime.fromtimestamp(self.next_due, dt.UTC).strftime("%H:%M:%S")
+            next_due = "next" if terse else "next due"
+            waiting += f" ({next_due} {due} UTC, in {max(0, math.ceil(self.next_due - now))}s)"
+        parked = f", parked {self.parked}" if self.parked else ""
+        return f"delivered {self.delivered}, {waiting}, dead-lettered {self.dead_lettered}{parked}"
+
+
+class Progress:
+    """`distiller run` progress: a line per wave, or, on a terminal, one line redrawn in place (\\r)
+    with a bar of settled (delivered or dead-lettered) deliveries and a countdown to the next retry,
+    cut to the terminal's width (a wrapped line could not be redrawn)."""
+
+    BAR_WIDTH = 10
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.stream = stream
+        self.tty = stream is not None and stream.isatty()
+        self.width = _terminal_width(stream) if self.tty else 0
+        self.waves = 0
+        self._status: WaveStatus | None = None
+        self._shown = ""
+        self._drawn_second = -1
+
+    def wave(self, status: WaveStatus) -> None:
+        """A wave ended: say where the run stands."""
+        if self.stream is None:
+            return
+        self.waves += 1
+        self._status = status
+        if self.tty:
+            self._draw(time.time())
+        else:
+            self.stream.write(f"distiller run: wave {self.waves}: {status.describe(time.time())}\n")
+            self.stream.flush()
+
+    def tick(self) -> None:
+        """While waiting for retries: a terminal's countdown moves once a second."""
+        now = time.time()
+        if self.tty and self._status is not None and int(now) != self._drawn_second:
+            self._draw(now)
+
+    def clear(self) -> None:
+        """A wave starts: take the terminal line away, so what the handlers log starts on a line of its own."""
+        if self.tty and self._shown:
+            self._write("\r" + " " * len(self._shown) + "\r")
+            self._shown = ""
+
+    def finish(self) -> None:
+        """The run is over: leave the terminal line in place, ended."""
+        if self.tty and self._status is not None:
+            self._draw(time.time())
+            self._write("\n")
+            self._shown = ""
+
+    def _draw(self, now: float) -> None:
+        assert self._status is not None
+        status = self._status
+        settled = status.delivered + status.dead_lettered
+        known = settled + status.waiting
+        filled = round(self.BAR_WIDTH * settled / known) if known else self.BAR_WIDTH
+        line = f"[{'#' * filled}{'.' * (self.BAR_WIDTH - filled)}] {status.describe(now, terse=True)}"
+        line = line[: self.width - 1]
+        self._write("\r" + line.ljust(len(self._shown)))
+        self._shown = line
+        self._drawn_second = int(now)
+
+    def _write(self, text: str) -> None:
+        assert self.stream is not None
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _terminal_width(stream: IO[str] | None) -> int:
+    """Columns of the terminal `stream` writes to (`$COLUMNS`, else 80, when it cannot say)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream is not None else 80
+    except (OSError, ValueError):  # not a file descriptor (io.UnsupportedOperation is both)
+        return shutil.get_terminal_size((80, 24)).columns
+
+
+class ScheduledRetries:
+    """Retries put on the retry queue and not received yet, with when each is due.
+
+    SQS does not tell when a delayed message becomes visible; the send does (`DelaySeconds`), so a
+    botocore hook on the session the handlers' clients come from notes each send to the retry queue.
+    """
+
+    EVENTS = ("provide-client-params.sqs.SendMessageBatch", "provide-client-params.sqs.SendMessage")
+
+    def __init__(self, queue_url: str) -> None:
+        self.queue_url = queue_url
+        self._due: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def sent(self, params: dict[str, Any], **_: Any) -> None:
+        """botocore `provide-client-params` handler: note the retries a send puts on the queue."""
+        if params.get("QueueUrl") != self.queue_url:
+            return
+        now = time.time()
+        with self._lock:
+            for entry in params.get("Entries") or [params]:
+                self._due.setdefault(entry["MessageBody"], []).append(now + int(entry.get("DelaySeconds") or 0))
+
+    def received(self, bodies: Iterable[str]) -> None:
+        """These messages came off the retry queue: no longer waiting."""
+        with self._lock:
+            for body in bodies:
+                times = self._due.get(body)
+                if times:
+                    times.remove(min(times))
+                    if not times:
+                        del self._due[body]
+
+    def waiting(self) -> tuple[int, float | None]:
+        """How many retries are waiting, and when the earliest is due."""
+        with self._lock:
+            times = [t for due in self._due.values() for t in due]
+        return len(times), min(times, default=None)
+
+
 def functions_dir() -> Path:
     here = Path(__file__).resolve()
     candidate = here.parents[4] / "functions"
@@ -167,7 +307,9 @@ class LocalPipeline:
         retry_delays: str = "60,300,900",
         allow_private_endpoints: bool = False,
         log_stream: IO[str] = sys.stderr,
+        progress: IO[str] | None = None,
     ) -> None:
+        """`progress`: where to show progress per wave (`Progress`); None: nowhere."""
         from moto.server import ThreadedMotoServer
 
         self.database = database
@@ -192,6 +334,14 @@ class LocalPipeline:
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.urls = self._create_queues()
         self._store_secrets(partners)
+
+        self.progress = Progress(progress)
+        self.retries = ScheduledRetries(self.urls["retry"])
+        session = boto3.DEFAULT_SESSION  # made by `boto3.client` above; the handlers' clients come from it below
+        assert session is not None
+        self._session_events = session.events
+        for name in ScheduledRetries.EVENTS:
+            self._session_events.register(name, self.retries.sent, unique_id=f"{name}:{id(self)}")
 
         self.distiller = load_handler_module("distiller")
         self.dispatcher = load_handler_module("dispatcher")
@@ -236,6 +386,8 @@ class LocalPipeline:
                 secrets.create_secret(Name=names.name_for(record["partnerId"]), SecretString=secret)
 
     def close(self) -> None:
+        for name in ScheduledRetries.EVENTS:
+            self._session_events.unregister(name, unique_id=f"{name}:{id(self)}")
         self.server.stop()
         restore_environment(self._previous_environment)
         _forget_aws_clients()
@@ -252,18 +404,29 @@ class LocalPipeline:
 
         idle_limit = idle_limit if idle_limit is not None else self.max_delay + 4 * VISIBILITY_TIMEOUT + 30
         last_progress = time.monotonic()
-        while True:
-            progressed = self._step("ingest", self.distiller, "distiller")
-            for queue in ("delivery", "retry"):
-                progressed = self._step(queue, self.dispatcher, "dispatcher") or progressed
-            if progressed:
-                last_progress = time.monotonic()
-                continue
-            if self._pending() == 0:
-                break
-            if time.monotonic() - last_progress > idle_limit:
-                raise RuntimeError(f"no progress for {idle_limit:.0f}s with messages still queued")
-            time.sleep(0.1)
+        in_wave = False
+        try:
+            while True:
+                progressed = self._step("ingest", self.distiller, "distiller")
+                for queue in ("delivery", "retry"):
+                    progressed = self._step(queue, self.dispatcher, "dispatcher") or progressed
+                if progressed:
+                    if not in_wave:
+                        self.progress.clear()
+                    in_wave = True
+                    last_progress = time.monotonic()
+                    continue
+                if in_wave:  # nothing left to receive now: the wave is over
+                    in_wave = False
+                    self.progress.wave(self.status())
+                if self._pending() == 0:
+                    break
+                if time.monotonic() - last_progress > idle_limit:
+                    raise RuntimeError(f"no progress for {idle_limit:.0f}s with messages still queued")
+                self.progress.tick()
+                time.sleep(0.1)
+        finally:
+            self.progress.finish()
 
         report.attempts = [
             log_line(doc)
@@ -278,6 +441,8 @@ class LocalPipeline:
         ).get("Messages", [])
         if not received:
             return False
+        if queue == "retry":
+            self.retries.received(m["Body"] for m in received)
         arn = f"arn:aws:sqs:{REGION}:000000000000:trigger-distiller-{queue}"
         event = {"Records": [_lambda_record(m, arn) for m in received]}
         try:
@@ -291,19 +456,31 @@ class LocalPipeline:
                 self.sqs.delete_message(QueueUrl=self.urls[queue], ReceiptHandle=message["ReceiptHandle"])
         return True
 
+    def status(self) -> WaveStatus:
+        """Delivered so far (delivery log), retries waiting (and when the next is due), dead letters and
+        parked records (their queues) so far."""
+        waiting, next_due = self.retries.waiting()
+        return WaveStatus(
+            delivered=self.database[DELIVERIES_COLLECTION].count_documents({"status": "delivered"}),
+            waiting=waiting,
+            next_due=next_due,
+            dead_lettered=self._queued("delivery-dlq"),
+            parked=self._queued("ingest-dlq"),
+        )
+
+    def _queued(self, queue: str) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.urls[queue],
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        return sum(int(v) for v in attributes.values())
+
     def _pending(self) -> int:
-        total = 0
-        for queue in WORK_QUEUES:
-            attributes = self.sqs.get_queue_attributes(
-                QueueUrl=self.urls[queue],
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-            total += sum(int(v) for v in attributes.values())
-        return total
+        return sum(self._queued(queue) for queue in WORK_QUEUES)
 
     def _drain(self, queue: str) -> list[str]:
         bodies: list[str] = []

@@ -17,12 +17,14 @@ from typing import IO
 from distiller.signing import SignatureError, verify
 
 MAX_BODY_BYTES = 1024 * 1024
+HOST = "127.0.0.1"
+"""Where the local servers (`distiller receiver`, `distiller api`) listen."""
 
 
 class WebhookReceiver(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, secret: str, out: IO[str], fail_first: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, secret: str, out: IO[str], fail_first: int = 0, host: str = HOST) -> None:
         self.secret = secret
         self.out = out
         self.fail_first = fail_first
@@ -97,8 +99,18 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+def listen_failure(host: str, port: int, exc: OSError) -> str:
+    """One line for a server that could not listen: where, and the system's reason."""
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 def serve(port: int, secret: str, fail_first: int = 0, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    receiver = WebhookReceiver(port, secret, out, fail_first)
+    """Run a receiver until interrupted; 2 (with one line on `err`) when the port cannot be had."""
+    try:
+        receiver = WebhookReceiver(port, secret, out, fail_first)
+    except OSError as exc:  # the port is taken, or not ours to take
+        print(f"distiller: {listen_failure(HOST, port, exc)}", file=err)
+        return 2
     print(f"receiver listening on {receiver.url}", file=err, flush=True)
     try:
         receiver.serve_forever()
