@@ -231,17 +231,13 @@ class Dispatcher:
 
         try:
             message = message.with_payload(self._payloads)
-        except PayloadTooLarge as exc:
-            return self._finish_failed(
-                message, attempt, partner.webhook_url, SendResult(False, error=str(exc)), final=True
-            )
-        except PayloadUnavailable as exc:
-            if exc.missing:  # expired or deleted: no later attempt can find it either
-                return self._finish_failed(
-                    message, attempt, partner.webhook_url, SendResult(False, error=str(exc)), final=True
-                )
-            self._logged(lambda: self._log.release(key, claim))
-            raise DispatchFailure(str(exc)) from exc
+        except (PayloadTooLarge, PayloadUnavailable) as exc:
+            if isinstance(exc, PayloadUnavailable) and not exc.missing:  # the store is down: retry later
+                self._logged(lambda: self._log.release(key, claim))
+                raise DispatchFailure(str(exc)) from exc
+            # no store, or the object expired or was deleted: no later attempt can find it either
+            result = SendResult(False, error=str(exc))
+            return self._finish_failed(message, attempt, partner.webhook_url, result, final=True)
         body = message.raw_body()
         try:
             secret = self._secrets.webhook_secret(partner.partner_id)
