@@ -27,7 +27,7 @@ def get_runtime() -> ApiRuntime:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     use_runtime(get_runtime())
     return app.resolve(event, context)

@@ -24,6 +24,15 @@ def stored(secret: str) -> str:
     return base64.b64encode(secret.encode()).decode()
 
 
+def sample_partners() -> list[dict]:
+    """The sample partner records, those in SECRETS with their (stored, base64) shared secret."""
+    partners = json.loads((EVENTS / "partners.json").read_text())
+    for record in partners:
+        if record["partnerId"] in SECRETS:
+            record["sharedSecret"] = stored(SECRETS[record["partnerId"]])
+    return partners
+
+
 def token(partner_id: str, secret: str | None = None, **claims) -> str:
     """Exactly the spec's Python snippet."""
     now = int(time.time())
@@ -33,19 +42,16 @@ def token(partner_id: str, secret: str | None = None, **claims) -> str:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    partners = json.loads((EVENTS / "partners.json").read_text())
-    for record in partners:
-        if record["partnerId"] in SECRETS:
-            record["sharedSecret"] = stored(SECRETS[record["partnerId"]])
+    partners = sample_partners()
     database = in_memory_database(load_partners_from(partners, tmp_path_factory), load_world(EVENTS / "world.json"))
     log = tmp_path_factory.mktemp("log") / "attempts.jsonl"
     log.write_text(
         "\n".join(
             json.dumps(line)
             for line in [
-                delivery("acme-motors", "deal.created", "delivered", "2026-04-21T10:00:00.000Z", 1),
-                delivery("acme-motors", "deal.completed", "failed", "2026-04-21T11:00:00.000Z", 2),
-                delivery("carmart", "listing.created", "delivered", "2026-04-21T12:00:00.000Z", 3),
+                delivery("acme-motors", "deal.created", "delivered", "2026-04-21T10:00:00.000Z", 1, ACME_DEAL),
+                delivery("acme-motors", "deal.completed", "failed", "2026-04-21T11:00:00.000Z", 2, ACME_DEAL),
+                delivery("carmart", "listing.created", "delivered", "2026-04-21T12:00:00.000Z", 3, CARMART_LISTING),
             ]
         )
         + "\n"
@@ -73,7 +79,12 @@ def load_partners_from(records, factory):
     return load_partners(path)
 
 
-def delivery(partner, event, status, at, n):
+#: Entities of the sample world (events/world.json) that acme-motors and carmart read.
+ACME_DEAL = ("deals", "66240a11c3d9e40000000013")
+CARMART_LISTING = ("seller_listings", "66240a11c3d9e40000000011")
+
+
+def delivery(partner, event, status, at, n, entity):
     return {
         "id": f"{n:024x}",
         "partnerId": partner,
@@ -87,7 +98,12 @@ def delivery(partner, event, status, at, n):
         "responseBodyExcerpt": "ok",
         "error": None if status == "delivered" else "HTTP 500",
         "deadLettered": False,
-        "payload": {"id": "x", "eventId": f"{n:064x}", "eventKey": f"k{n}:{partner}:{event}:0"},
+        "payload": {
+            "id": entity[1],
+            "entityType": entity[0],
+            "eventId": f"{n:064x}",
+            "eventKey": f"k{n}:{partner}:{event}:0",
+        },
     }
 
 

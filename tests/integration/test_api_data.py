@@ -760,18 +760,59 @@ def test_get_delivery_returns_the_raw_log_entry_for_replay(data, partners, datab
 # --------------------------------------------------------------------------------------------
 
 
-def test_a_document_the_filter_admits_but_the_router_refuses_is_dropped(database, partners, caplog):
-    # An array where the data model has an object: Mongo's dotted path reaches into it, the
-    # router's does not. The filter admits the deal; the router refuses it; it is not shown.
+@pytest.mark.parametrize(
+    "odd_fields",
+    [
+        pytest.param({"buyer": [{"organizationId": ObjectId(ORG_ACME)}]}, id="array-on-the-way"),
+        pytest.param({"buyer": {"organizationId": [ObjectId(ORG_ACME)]}}, id="array-at-the-end"),
+        pytest.param({"appSource": ["acme-motors"]}, id="array-app-source"),
+    ],
+)
+def test_an_array_where_the_model_has_a_value_is_neither_listed_nor_counted(database, partners, odd_fields):
+    # Mongo's dotted paths reach into arrays, the router's do not: the filter must not admit what
+    # the router refuses, or `_meta.total` counts rows the partner can never read.
     odd = oid(0x0DD)
-    database["deals"].insert_one({"_id": odd, "buyer": [{"organizationId": ObjectId(ORG_ACME)}], "createdAt": at(0)})
+    database["deals"].insert_one({"_id": odd, **odd_fields, "createdAt": at(0)})
     data, acme = PartnerData(database), partners["acme-motors"]
-    with caplog.at_level(logging.ERROR, logger="distiller.api.data"):
-        listed = data.list_deals(acme, 0, 100, None)
-        assert data.get_deal(acme, str(odd)) is None
+    listed = data.list_deals(acme, 0, 100, None)
+    assert data.get_deal(acme, str(odd)) is None
     assert str(odd) not in ids(listed)
     assert ids(listed) == strings(EXPECTED["acme-motors"]["deals"])
-    assert any(str(odd) in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+    assert listed.total == len(EXPECTED["acme-motors"]["deals"])
+
+
+def test_a_mixed_id_collection_never_lets_one_tenant_read_the_others_twin(database, partners):
+    # One of acme's deals (an ObjectId `_id`) gets a twin: a string `_id` with the same hex,
+    # carmart's, with a document of its own. Neither tenant reaches the other's deal or document
+    # through the shared hex: the ambiguous id is refused for both.
+    hex_id = sorted(strings(EXPECTED["acme-motors"]["deals"]))[0]
+    data, acme, carmart = PartnerData(database), partners["acme-motors"], partners["carmart"]
+    assert data.get_deal(acme, hex_id) is not None and data.deal_documents(acme, hex_id) is not None
+    database["deals"].insert_one({"_id": hex_id, "appSource": "carmart", "createdAt": at(0)})
+    twin_doc = oid(0xD7)
+    database["documents"].insert_one({"_id": twin_doc, "dealId": hex_id, "createdAt": at(0)})
+
+    for partner in (acme, carmart):
+        assert data.get_deal(partner, hex_id) is None
+        assert data.deal_documents(partner, hex_id) is None
+        assert data.document(partner, str(twin_doc)) is None
+    # A list shows each twin only to the tenant whose scope it is in.
+    assert [d["appSource"] for d in database["deals"].find({"_id": hex_id})] == ["carmart"]
+    assert hex_id in ids(data.list_deals(carmart, 0, 100, None))
+
+
+def test_a_document_the_filter_admits_but_the_router_refuses_is_dropped(database, partners, caplog, monkeypatch):
+    # Defense in depth: should the filter ever admit more than the router routes (here: a filter
+    # widened to everything), the router has the last word and the disagreement is logged.
+    every_deal = {str(d["_id"]) for d in database["deals"].find({}, {"_id": 1})}
+    foreign = every_deal - set(strings(EXPECTED["acme-motors"]["deals"]))
+    data, acme = PartnerData(database), partners["acme-motors"]
+    monkeypatch.setattr(data, "_scope", lambda partner, collection: {})
+    with caplog.at_level(logging.ERROR, logger="distiller.api.data"):
+        listed = data.list_deals(acme, 0, 100, None)
+    assert ids(listed) == strings(EXPECTED["acme-motors"]["deals"])
+    assert foreign and not foreign & set(ids(listed))
+    assert any("router does not route it: dropped" in r.getMessage() for r in caplog.records)
 
 
 # --------------------------------------------------------------------------------------------
@@ -783,18 +824,36 @@ ORG_A, ORG_B = "67e446a09d2eb254a3b130e7", "67e446a09d2eb254a3b130e8"
 REFERENCED = [oid(0xA1), oid(0xA2), oid(0xA3)]
 
 # `...` means: leave the field out.
-org_value = st.sampled_from([..., None, "", ObjectId(ORG_A), ORG_A, ObjectId(ORG_B), ORG_B])
-app_value = st.sampled_from([..., None, "", "p-app", "other", HEX_PARTNER, ObjectId(HEX_PARTNER)])
-ref_value = st.sampled_from([..., None, "", *REFERENCED, *(str(u) for u in REFERENCED), oid(0xEE)])
+# Arrays where the model has a value: Mongo's dotted paths search them, the router does not read
+# through them; the filter must agree with the router anyway.
+org_value = st.sampled_from(
+    [..., None, "", ObjectId(ORG_A), ORG_A, ObjectId(ORG_B), ORG_B, [ORG_A], [ObjectId(ORG_A)], [None], []]
+)
+app_value = st.sampled_from(
+    [..., None, "", "p-app", "other", HEX_PARTNER, ObjectId(HEX_PARTNER), ["p-app"], [HEX_PARTNER], [""]]
+)
+ref_value = st.sampled_from(
+    [..., None, "", *REFERENCED, *(str(u) for u in REFERENCED), oid(0xEE), [REFERENCED[0]], "A1" * 6]
+)
 
 
-def set_path(document: dict[str, Any], path: str, value: Any) -> None:
+def set_path(document: dict[str, Any], path: str, value: Any, parent_in_array: bool = False) -> None:
+    """Set `path` (the value `...` leaves it out); `parent_in_array` wraps its parent object in a list."""
     if value is ...:
         return
     *parents, last = path.split(".")
+    holder: Any = document
     for part in parents:
-        document = document.setdefault(part, {})
-    document[last] = value
+        holder = holder.setdefault(part, {})
+        if isinstance(holder, list):
+            holder = holder[0]
+    holder[last] = value
+    if parent_in_array and parents:
+        outer = document
+        for part in parents[:-1]:
+            outer = outer[part]
+        if not isinstance(outer[parents[-1]], list):
+            outer[parents[-1]] = [outer[parents[-1]]]
 
 
 @st.composite
@@ -805,19 +864,23 @@ def world(draw, collection: str):
     referenced: dict[str, list[dict[str, Any]]] = {}
     for borrowed in fields.borrowed:
         for ref_id in REFERENCED:
-            target: dict[str, Any] = {"_id": draw(st.sampled_from([ref_id, str(ref_id)]))}
-            for path in borrowed.organization:
-                set_path(target, path, draw(org_value))
-            for path in borrowed.app_source:
-                set_path(target, path, draw(app_value))
-            referenced.setdefault(borrowed.collection, []).append(target)
+            # Sometimes both a string and an ObjectId `_id` of the same hex (a mixed collection):
+            # the router refuses such an ambiguous reference, and so must the filter.
+            forms = draw(st.sampled_from([[ref_id], [str(ref_id)], [ref_id, str(ref_id)]]))
+            for form in forms:
+                target: dict[str, Any] = {"_id": form}
+                for path in borrowed.organization:
+                    set_path(target, path, draw(org_value), draw(st.booleans()))
+                for path in borrowed.app_source:
+                    set_path(target, path, draw(app_value))
+                referenced.setdefault(borrowed.collection, []).append(target)
     documents = []
     for n in range(draw(st.integers(0, 8))):
         document: dict[str, Any] = {"_id": oid(0x1000 + n) if n % 3 else f"doc-{n}", "createdAt": at(n)}
         for path in fields.app_source:
             set_path(document, path, draw(app_value))
         for path in fields.organization:
-            set_path(document, path, draw(org_value))
+            set_path(document, path, draw(org_value), draw(st.booleans()))
         for borrowed in fields.borrowed:
             set_path(document, borrowed.id_path, draw(ref_value))
         documents.append(document)

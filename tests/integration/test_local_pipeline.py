@@ -56,7 +56,7 @@ def signed(body: bytes, event_id="e-1", secret=SECRET, timestamp="2026-04-21T14:
 
 def test_receiver_accepts_a_good_signature_once_and_dedupes(receiver):
     server, out = receiver
-    body = b'{"id":"1","eventId":"e-1"}'
+    body = b'{"id":"1","eventId":"e-1","eventKey":"82f1:acme:deal.created:0"}'
 
     first = post(server.url + "/acme", body, signed(body))
     again = post(server.url + "/acme", body, signed(body))
@@ -101,7 +101,7 @@ def test_receiver_fail_first_answers_503_then_accepts():
     server = WebhookReceiver(0, SECRET, out, fail_first=1)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        body = b"{}"
+        body = b'{"eventId":"e-1"}'
         assert post(server.url, body, signed(body))[0] == 503
         assert post(server.url, body, signed(body))[0] == 200
     finally:

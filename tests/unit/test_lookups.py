@@ -1,10 +1,13 @@
 """The pymongo-backed lookup repository: batched, cached, and loud when the database fails."""
 
+import logging
+
 import mongomock
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
-from distiller.lookups import LookupFailure, MongoLookups
+from distiller.ejson import id_string
+from distiller.lookups import LookupFailure, MongoLookups, id_forms
 from distiller.pipeline import deliveries_of, distill
 from tests.factories import CountingDatabase, as_change, oid, partner, raw_insert, raw_update
 
@@ -45,6 +48,37 @@ def test_ids_match_objectid_and_string_forms(database):
 
     assert found[str(oid(2))]["_id"] == oid(2)
     assert found["legacy-string-id"]["email"] == "x@example.com"
+
+
+@pytest.mark.parametrize(
+    ("value", "has_object_id_form"),
+    [
+        pytest.param("66240a11c3d9e40000000003", True, id="canonical-hex"),
+        pytest.param("66240A11C3D9E40000000003", False, id="upper-case-hex"),
+        pytest.param("abcdefghijkl", False, id="twelve-characters"),
+        pytest.param("legacy-string-id", False, id="plain-string"),
+    ],
+)
+def test_only_canonical_hex_has_an_object_id_form(value, has_object_id_form):
+    # ObjectId.is_valid also accepts any 12-character string (as bytes) and upper-case hex:
+    # their ObjectIds read as another id, so they must not match one.
+    forms = id_forms(value)
+    assert forms[0] == value
+    assert (len(forms) == 2) is has_object_id_form
+    assert all(id_string(form) == value for form in forms)
+
+
+def test_a_string_and_an_object_id_sharing_a_hex_are_refused_as_ambiguous(database, caplog):
+    twin = str(oid(3))
+    database["users"].insert_one({"_id": twin, "userDetails": {"organizationId": "another-tenant"}})
+    lookups = MongoLookups(database)
+
+    with caplog.at_level(logging.ERROR, logger="distiller.lookups"):
+        found = lookups.documents("users", [twin, str(oid(4))])
+
+    assert twin not in found
+    assert found[str(oid(4))]["_id"] == oid(4)
+    assert any(twin in r.getMessage() and "ambiguous" in r.getMessage() for r in caplog.records)
 
 
 def test_found_documents_are_cached_until_the_ttl_expires(database):

@@ -7,7 +7,9 @@ lookup fail the test, so nothing in this file can reach the network.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given
@@ -17,27 +19,18 @@ from distiller.ssrf import (
     EndpointRefused,
     EndpointUnresolved,
     ResolvedEndpoint,
+    refusal_class,
     refusal_reason,
     resolve_endpoint,
     system_resolver,
 )
 from distiller.webhook_sender import SendResult, WebhookSender, header_problem
-
-
-class NetworkBlocked(AssertionError):
-    """A test tried to open a connection or resolve a name for real."""
+from tests.network_guard import NetworkBlocked, block_network
 
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def blocked(*args: object, **kwargs: object) -> None:
-        raise NetworkBlocked(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket.socket, "connect_ex", blocked)
-    monkeypatch.setattr(socket, "create_connection", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    monkeypatch.setattr(socket, "gethostbyname", blocked)
+    block_network(monkeypatch)
 
 
 FAKE_DNS: dict[str, list[str]] = {
@@ -98,8 +91,8 @@ HOSTILE_URLS: list[tuple[str, str, tuple[str, ...]]] = [
     # loopback
     ("v4-loopback", "https://127.0.0.1/hook", ("loopback",)),
     ("v4-loopback-other", "https://127.1.2.3/hook", ("loopback",)),
-    ("localhost-v4-and-v6", "https://localhost/hook", ("loopback", "127.0.0.1")),
-    ("localhost-v6-only", "https://ip6-localhost.test/hook", ("loopback", "::1")),
+    ("localhost-v4-and-v6", "https://localhost/hook", ("loopback", "RFC 1122")),
+    ("localhost-v6-only", "https://ip6-localhost.test/hook", ("loopback", "RFC 4291")),
     ("v6-loopback", "https://[::1]/hook", ("loopback",)),
     ("v6-loopback-port", "https://[::1]:8443/hook", ("loopback",)),
     # unspecified
@@ -111,7 +104,7 @@ HOSTILE_URLS: list[tuple[str, str, tuple[str, ...]]] = [
     ("172.16/12-bottom", "https://172.16.0.1/hook", ("private",)),
     ("172.16/12-top", "https://172.31.255.254/hook", ("private",)),
     ("192.168/16", "https://192.168.0.1/hook", ("private",)),
-    ("private-via-dns", "https://internal.corp.example/hook", ("private", "192.168.1.10")),
+    ("private-via-dns", "https://internal.corp.example/hook", ("private", "RFC 1918")),
     ("cgnat", "https://100.64.0.1/hook", ("carrier-grade NAT",)),
     ("cgnat-top", "https://100.127.255.254/hook", ("carrier-grade NAT",)),
     # cloud metadata
@@ -164,8 +157,8 @@ HOSTILE_URLS: list[tuple[str, str, tuple[str, ...]]] = [
     ("decimal-metadata", "https://2852039166/latest", ("non-canonical",)),
     ("fullwidth-digits", "https://１２７.０.０.１/hook", ("non-canonical",)),
     # DNS rebinding: any internal answer taints the name
-    ("rebind-public-first", "https://rebind.attacker.example/hook", ("private", "10.0.0.5")),
-    ("rebind-private-first", "https://rebind-reverse.attacker.example/hook", ("private", "10.0.0.5")),
+    ("rebind-public-first", "https://rebind.attacker.example/hook", ("private", "RFC 1918")),
+    ("rebind-private-first", "https://rebind-reverse.attacker.example/hook", ("private", "RFC 1918")),
     ("rebind-v6-then-metadata", "https://rebind-metadata.attacker.example/hook", ("metadata",)),
     # credentials
     ("user-and-password", "https://user:pass@example.com/hook", ("credentials",)),
@@ -201,6 +194,92 @@ def test_hostile_url_refused_with_reason(url: str, keywords: tuple[str, ...], re
     message = str(refused.value)
     for keyword in keywords:
         assert keyword in message, f"{keyword!r} not in refusal {message!r}"
+
+
+# --- issue 11: what a partner may read about a refused host name ------------------------------
+
+
+def _resolves_inside(url: str) -> bool:
+    """An https URL without credentials whose (fake) DNS answers include a refused address."""
+    answers = FAKE_DNS.get(urlsplit(url).hostname or "", [])
+    refused = any(refusal_reason(ipaddress.ip_address(a.split("%", 1)[0])) for a in answers)
+    return url.startswith("https://") and "@" not in url and refused
+
+
+DNS_REFUSALS = [(row_id, url) for row_id, url, _ in HOSTILE_URLS if _resolves_inside(url)]
+
+
+def test_the_hostile_table_has_host_names_that_resolve_inside() -> None:
+    assert len(DNS_REFUSALS) >= 8
+
+
+@pytest.mark.parametrize("url", [row[1] for row in DNS_REFUSALS], ids=[row[0] for row in DNS_REFUSALS])
+def test_a_host_name_refusal_names_the_class_never_the_resolved_address(url: str, resolver: FakeResolver) -> None:
+    """The message becomes the partner-visible delivery log `error`: it must not tell a partner what
+    our resolver answered for a name; the address travels on the exception for the operator's log."""
+    host = urlsplit(url).hostname or ""
+    with pytest.raises(EndpointRefused) as refused:
+        resolve_endpoint(url, resolver=resolver)
+    message = str(refused.value)
+    assert message.startswith(f"host {host!r} resolves to ")
+    assert "address" in message  # "... resolves to a private address (RFC 1918)"
+    for answer in FAKE_DNS[host]:
+        address = ipaddress.ip_address(answer.split("%", 1)[0])
+        assert answer.split("%", 1)[0] not in message and str(address) not in message
+        assert address.exploded not in message
+    exc = refused.value
+    assert exc.host == host
+    assert exc.address is not None and exc.address in [a.split("%", 1)[0] for a in FAKE_DNS[host]]
+    assert exc.detail is not None and exc.detail.startswith(exc.address)
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ("10.1.2.3", "a private address (RFC 1918)"),
+        ("169.254.169.254", "a cloud metadata address"),
+        ("fd00::1", "a unique local (private) address (RFC 4193)"),
+        ("127.0.0.1", "a loopback address"),
+        ("::ffff:10.1.2.3", "an IPv6 address that embeds a private address"),
+        ("64:ff9b::a9fe:a9fe", "an IPv6 address that embeds a cloud metadata address"),
+    ],
+)
+def test_a_name_resolving_inside_is_refused_with_why_and_not_where(answer: str, why: str) -> None:
+    resolver = FakeResolver({"hooks.internal.example": [answer]})
+    with pytest.raises(EndpointRefused) as refused:
+        resolve_endpoint("https://hooks.internal.example/x", resolver=resolver)
+    assert str(refused.value).startswith(f"host 'hooks.internal.example' resolves to {why}")
+    assert answer not in str(refused.value)
+    assert str(ipaddress.ip_address(answer)) not in str(refused.value)
+    assert refused.value.address == str(ipaddress.ip_address(answer))
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("https://10.0.0.1/x", "10.0.0.1"),
+        ("https://[fd00::1]/x", "fd00::1"),
+        ("https://169.254.169.254/", "169.254.169.254"),
+    ],
+)
+def test_a_literal_address_refusal_may_name_the_address_the_partner_typed(url: str, address: str) -> None:
+    resolver = FakeResolver({})
+    with pytest.raises(EndpointRefused, match="address ") as refused:
+        resolve_endpoint(url, resolver=resolver)
+    assert address in str(refused.value)
+    assert refused.value.address == address
+    assert resolver.calls == []
+
+
+def test_the_sender_logs_the_resolved_address_for_operators_only(caplog: pytest.LogCaptureFixture) -> None:
+    sender = WebhookSender(resolver=FakeResolver({"hooks.internal.example": ["10.1.2.3"]}))
+    with caplog.at_level(logging.WARNING, logger="distiller.webhook_sender"):
+        result = sender.post("https://hooks.internal.example/x", {}, b"{}")
+    assert result.refused is True
+    assert result.error == "endpoint refused: host 'hooks.internal.example' resolves to a private address (RFC 1918)"
+    [record] = [r for r in caplog.records if r.name == "distiller.webhook_sender"]
+    assert record.levelno == logging.WARNING
+    assert "hooks.internal.example" in record.getMessage() and "10.1.2.3" in record.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -404,6 +483,23 @@ def test_refusal_reason_names_the_range(text: str, keywords: tuple[str, ...]) ->
         assert keyword in reason
 
 
+@pytest.mark.parametrize(("text", "keywords"), REFUSED_ADDRESSES, ids=[row[0] for row in REFUSED_ADDRESSES])
+def test_refusal_class_names_the_class_without_the_address(text: str, keywords: tuple[str, ...]) -> None:
+    address = ipaddress.ip_address(text)
+    described = refusal_class(address)
+    assert described is not None
+    for keyword in keywords:
+        assert keyword in described
+    forms = {text, str(address), address.exploded}
+    if isinstance(address, ipaddress.IPv6Address):
+        for embedded in (address.ipv4_mapped, address.sixtofour, address.teredo and address.teredo[1]):
+            if embedded:
+                forms.add(str(embedded))
+    for form in forms:
+        assert form not in described
+    assert "/" not in described.replace("unspecified/this-network", "").replace("AWS/GCP/Azure", "")  # no range
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -429,6 +525,12 @@ def test_refusal_reason_names_the_range(text: str, keywords: tuple[str, ...]) ->
 )
 def test_refusal_reason_none_for_public_addresses(text: str) -> None:
     assert refusal_reason(ipaddress.ip_address(text)) is None
+    assert refusal_class(ipaddress.ip_address(text)) is None
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_refusal_class_refuses_exactly_what_refusal_reason_refuses(address: ipaddress.IPv4Address) -> None:
+    assert (refusal_class(address) is None) == (refusal_reason(address) is None)
 
 
 def _nat64(v4: ipaddress.IPv4Address) -> ipaddress.IPv6Address:

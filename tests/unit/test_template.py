@@ -398,3 +398,160 @@ def test_the_relay_start_position_is_a_stack_parameter_that_defaults_to_refusing
     assert template["Parameters"]["RelayStartAt"]["Default"] == ""
     env = resources["RelayFunction"]["Properties"]["Environment"]["Variables"]
     assert env["RELAY_START_AT"] == {"!Ref": "RelayStartAt"}
+
+
+# --- issue 11: least privilege on partner secrets, no partner data in traces ---------------------
+
+SAMPLE_PARAMETERS = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-east-2",
+    "AWS::AccountId": "123456789012",
+    "AWS::URLSuffix": "amazonaws.com",
+    "MongoUriSecretArn": "arn:aws:secretsmanager:us-east-2:123456789012:secret:trigger-distiller/mongo-uri-Q1w2E3",
+    "DocumentDbSecretArn": "arn:aws:secretsmanager:us-east-2:123456789012:secret:docdb/credentials-R4t5Y6",
+}
+PARTNER_SECRET_ARN = "arn:aws:secretsmanager:us-east-2:123456789012:secret:{prefix}{partner}/{kind}-{suffix}"
+
+
+def _expand(value, parameters):
+    """A template value as a string, with parameters and pseudo parameters filled in."""
+    import re
+
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "!Ref" in value:
+        return parameters[value["!Ref"]]  # KeyError: a reference this test has no sample for
+    if isinstance(value, dict) and "!Sub" in value:
+        text, extra = (value["!Sub"], {}) if isinstance(value["!Sub"], str) else value["!Sub"]
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: _expand(extra.get(m[1], {"!Ref": m[1]}), parameters), text)
+    raise AssertionError(f"cannot expand {value!r}")
+
+
+def _iam_matches(pattern: str, arn: str) -> bool:
+    """IAM resource matching: `*` is any run of characters, `?` exactly one, the rest literal."""
+    import re
+
+    regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, arn) is not None
+
+
+def _secret_statements(policies):
+    """(resource, ...) of every statement or policy template that can read a secret."""
+    for policy in policies:
+        if isinstance(policy, str):  # a managed policy name or ARN
+            assert "secret" not in policy.lower(), f"managed policy {policy} may read secrets"
+            continue
+        for name, scope in policy.items():
+            if name == "Statement":
+                for statement in scope if isinstance(scope, list) else [scope]:
+                    actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                    if statement["Effect"] == "Allow" and any(
+                        a == "*" or a.lower().startswith("secretsmanager:") for a in actions
+                    ):
+                        resources = statement["Resource"]
+                        yield from resources if isinstance(resources, list) else [resources]
+            elif "secretsmanager" in name.lower():
+                yield scope["SecretArn"]
+
+
+def _secret_grants(template) -> dict[str, list[str]]:
+    """Each function's Secrets Manager resource patterns, from its Policies and any IAM policy on its role."""
+    parameters = {
+        **SAMPLE_PARAMETERS,
+        **{name: p.get("Default", "") for name, p in template["Parameters"].items() if name not in SAMPLE_PARAMETERS},
+    }
+    resources = template["Resources"]
+    functions = [name for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+    grants: dict[str, list[str]] = {name: [] for name in functions}
+    for name in functions:
+        for resource in _secret_statements(resources[name]["Properties"].get("Policies", [])):
+            grants[name].append(_expand(resource, parameters))
+    for resource in resources.values():
+        if resource["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy"):
+            props = resource["Properties"]
+            roles = [props["RoleName"]] if "RoleName" in props else props.get("Roles", [])
+            owners = [f for f in functions for role in roles if role == {"!Ref": f"{f}Role"}]
+            assert len(owners) == len(roles), f"a policy on a role that is not a function's: {roles}"
+            for owner in owners:
+                for arn in _secret_statements([{"Statement": props["PolicyDocument"]["Statement"]}]):
+                    grants[owner].append(_expand(arn, parameters))
+    return grants
+
+
+@pytest.mark.parametrize("partner", ["acme-motors", "a", "dealer_42.example"])
+def test_each_function_may_read_only_its_own_kind_of_partner_secret(template, partner):
+    prefix = template["Parameters"]["PartnerSecretsPrefix"]["Default"]
+    shared = PARTNER_SECRET_ARN.format(prefix=prefix, partner=partner, kind="shared-secret", suffix="Ab3dEf")
+    webhook = PARTNER_SECRET_ARN.format(prefix=prefix, partner=partner, kind="webhook-secret", suffix="Xy9zQw")
+    grants = _secret_grants(template)
+    assert set(grants) == set(FUNCTIONS)
+
+    def reads(function: str, arn: str) -> bool:
+        return any(_iam_matches(pattern, arn) for pattern in grants[function])
+
+    # The API verifies partner JWTs with shared secrets; it must never read what signs the webhooks.
+    assert reads("ApiFunction", shared) and not reads("ApiFunction", webhook)
+    # The Dispatcher signs with webhook secrets; it has no business with the JWT secrets.
+    assert reads("DispatcherFunction", webhook) and not reads("DispatcherFunction", shared)
+    for function in set(FUNCTIONS) - {"ApiFunction", "DispatcherFunction"}:
+        assert not reads(function, shared) and not reads(function, webhook), function
+    # Secrets Manager's six random characters are part of the ARN: exactly six.
+    assert not reads("ApiFunction", shared[:-1]) and not reads("DispatcherFunction", webhook + "x")
+    # A secret that does not exist is authorized on its bare name: the API must get ResourceNotFound
+    # (an unknown partner, 401), not AccessDenied (an unhandled error), and still only for its kind.
+    missing_shared, missing_webhook = shared.removesuffix("-Ab3dEf"), webhook.removesuffix("-Xy9zQw")
+    assert reads("ApiFunction", missing_shared) and not reads("ApiFunction", missing_webhook)
+    assert reads("DispatcherFunction", missing_webhook) and not reads("DispatcherFunction", missing_shared)
+
+
+def test_every_function_still_reads_the_mongo_uri_secret_and_nothing_else_broadly(template):
+    for function, patterns in _secret_grants(template).items():
+        assert any(_iam_matches(p, SAMPLE_PARAMETERS["MongoUriSecretArn"]) for p in patterns), function
+        for pattern in patterns:
+            assert not _iam_matches(pattern, "arn:aws:secretsmanager:us-east-2:123456789012:secret:other-Zz9Yy8")
+
+
+def test_the_iam_matcher_treats_star_and_question_mark_as_iam_does():
+    assert _iam_matches("arn:a:secret:p/*/x-??????", "arn:a:secret:p/acme/x-Ab3dEf")
+    assert _iam_matches("arn:a:secret:p/*", "arn:a:secret:p/acme/webhook-secret-Ab3dEf")
+    assert not _iam_matches("arn:a:secret:p/*/x-??????", "arn:a:secret:p/acme/x-Ab3dE")
+    assert not _iam_matches("arn:a:secret:p.*", "arn:a:secret:pX")  # "." is literal
+
+
+def test_tracing_never_captures_handler_responses_or_errors(template):
+    from aws_lambda_powertools.shared import constants
+
+    switches = [constants.TRACER_CAPTURE_RESPONSE_ENV, constants.TRACER_CAPTURE_ERROR_ENV]
+    assert switches == ["POWERTOOLS_TRACER_CAPTURE_RESPONSE", "POWERTOOLS_TRACER_CAPTURE_ERROR"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    for switch in switches:
+        assert env[switch] == "false"
+    for function in FUNCTIONS:  # no function turns it back on
+        own = template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+        for switch in switches:
+            assert own.get(switch, "false") == "false"
+
+
+def test_the_api_gets_its_per_partner_rate_limits_from_stack_parameters(template):
+    import re
+
+    from distiller.api.rate_limit import RateLimit
+    from distiller.api.runtime import api_limits
+    from distiller.settings import Env
+
+    variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    parameters = template["Parameters"]
+    assert variables["API_RATE_LIMIT"] == {"!Ref": "ApiRateLimit"}
+    assert variables["API_REPLAY_RATE_LIMIT"] == {"!Ref": "ApiReplayRateLimit"}
+    defaults = {
+        name: parameters[ref]["Default"]
+        for name, ref in (("API_RATE_LIMIT", "ApiRateLimit"), ("API_REPLAY_RATE_LIMIT", "ApiReplayRateLimit"))
+    }
+    limits = api_limits(Env(defaults))
+    assert limits.replays.requests / limits.replays.per_seconds < limits.requests.requests / limits.requests.per_seconds
+    for name in ("ApiRateLimit", "ApiReplayRateLimit"):
+        pattern = re.compile(parameters[name]["AllowedPattern"])
+        assert pattern.fullmatch(parameters[name]["Default"])
+        # What CloudFormation lets through, the function parses (and the reverse for a typo).
+        assert RateLimit.parse("5/0.5") and pattern.fullmatch("5/0.5")
+        assert not pattern.fullmatch("5 per minute")

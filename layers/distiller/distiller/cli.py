@@ -174,9 +174,14 @@ def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
 
 
 def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
-    from distiller.local.receiver import serve
+    from distiller.local.receiver import SecretSourceError, resolve_secret, serve
 
-    return serve(args.port, args.secret, args.fail_first, stdout, stderr)
+    try:
+        secret = resolve_secret(args.secret, args.secret_file)
+    except SecretSourceError as exc:  # the message names the source, never the secret
+        print(f"distiller: {_one_line(str(exc))}", file=stderr)
+        return 2
+    return serve(args.port, secret, args.fail_first, stdout, stderr, max_age=args.max_age)
 
 
 def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
@@ -273,14 +278,33 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("files", nargs="*", metavar="FILE", help="JSON Lines input (default: stdin)")
     run_cmd.set_defaults(run=run_pipeline)
 
+    from distiller.local.receiver import SECRET_ENV, max_age_seconds
+
     receiver_cmd = commands.add_parser(
         "receiver",
         help="a partner endpoint on 127.0.0.1 that verifies signatures and prints what it accepts",
+        description="A partner endpoint on 127.0.0.1: verifies X-PA-Signature (401 otherwise), dedupes on the "
+        "signed body's eventId, refuses (400) X-PA-Event-Id / X-PA-Event / X-PA-Partner headers that contradict "
+        "the signed body, and prints one JSON line per accepted delivery. The webhook secret comes from exactly "
+        f"one of --secret-file, ${SECRET_ENV} or --secret.",
     )
     receiver_cmd.add_argument("--port", type=_port, required=True, help="port on 127.0.0.1 (0: any free port)")
-    receiver_cmd.add_argument("--secret", required=True, help="the partner's webhook secret")
+    receiver_cmd.add_argument(
+        "--secret", help=f"the partner's webhook secret (visible in `ps`: prefer --secret-file or ${SECRET_ENV})"
+    )
+    receiver_cmd.add_argument(
+        "--secret-file", metavar="PATH", help="read the webhook secret from this file (one trailing newline dropped)"
+    )
     receiver_cmd.add_argument(
         "--fail-first", type=int, default=0, metavar="N", help="answer 503 to the first N tries of each event"
+    )
+    receiver_cmd.add_argument(
+        "--max-age",
+        type=max_age_seconds,
+        metavar="SECONDS",
+        help="refuse (401) a delivery whose signed X-PA-Timestamp is older than this (default: off). "
+        "X-PA-Timestamp is the emission time and stays the same on every retry (1, 5, 15 min: about 21 min "
+        "in all), so a window shorter than that refuses legitimate retries",
     )
     receiver_cmd.set_defaults(run=run_receiver)
 

@@ -56,6 +56,15 @@ class FileLinks:
         )
         return {"filename": filename, "signedUrl": url, "expiresAt": iso_utc(issued + self.lifetime)}
 
+    def stored_key(self, key_or_url: str) -> str:
+        """What a file is, for comparing files: its object key under the prefix, whether given as
+        a key or as a link into our bucket (any query string dropped); another site's link as is."""
+        if key_or_url.startswith(("https://", "http://")):
+            url = key_or_url.split("?", 1)[0]
+            stored = self._key_of_url(url)
+            return url if stored is None else self.object_key(stored)
+        return self.object_key(key_or_url)
+
     def _key_of_url(self, url: str) -> str | None:
         """The object key when `url` points into our bucket (virtual-hosted or path style)."""
         parts = urlsplit(url)

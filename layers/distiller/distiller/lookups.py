@@ -15,7 +15,7 @@ from bson import ObjectId
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from distiller.ejson import id_string
+from distiller.ejson import id_string, plain
 from distiller.partners import Partner, PartnerRecordError, partner_from_record
 
 logger = logging.getLogger(__name__)
@@ -34,11 +34,36 @@ class Lookups(Protocol):
 
 
 def id_forms(value: str) -> list[Any]:
-    """A reference may be stored as an ObjectId or as its hex string; match both."""
+    """Stored values that read as `value` (`id_string`): the string itself, and the ObjectId whose
+    canonical (lowercase, 24-digit) hex it is.
+
+    Only canonical hex has an ObjectId form: `ObjectId.is_valid` also accepts any 12-character
+    string (as raw bytes) and upper-case hex, whose ObjectIds read as a different string.
+    """
     forms: list[Any] = [value]
-    if ObjectId.is_valid(value):
+    if len(value) == 24 and ObjectId.is_valid(value) and str(ObjectId(value)) == value:
         forms.append(ObjectId(value))
     return forms
+
+
+def unambiguous_by_id(documents: Iterable[dict[str, Any]], where: str) -> dict[str, dict[str, Any]]:
+    """Documents keyed by `id_string(_id)`, without any id two documents share.
+
+    A string `_id` and an ObjectId `_id` with the same hex read as the same id: in a collection
+    that mixes id types they may be two tenants' entities, so neither is taken for the other;
+    the id is refused (absent) and logged.
+    """
+    by_id: dict[str, dict[str, Any]] = {}
+    ambiguous: set[str] = set()
+    for document in documents:
+        doc_id = id_string(plain(document.get("_id"))) or ""
+        if doc_id in by_id:
+            ambiguous.add(doc_id)
+        by_id[doc_id] = document
+    for doc_id in ambiguous:
+        del by_id[doc_id]
+        logger.error("%s: two documents have _id %s (a string and an ObjectId): refused as ambiguous", where, doc_id)
+    return by_id
 
 
 class MongoLookups:
@@ -96,7 +121,7 @@ class MongoLookups:
             query = {"_id": {"$in": [form for doc_id in missing for form in id_forms(doc_id)]}}
             try:
                 self.queries += 1
-                fetched = {id_string(doc["_id"]): doc for doc in self._db[collection].find(query)}
+                fetched = unambiguous_by_id(self._db[collection].find(query), collection)
             except PyMongoError as exc:
                 raise LookupFailure(f"{collection}: {exc}") from exc
             for doc_id in missing:

@@ -27,38 +27,39 @@ METADATA_ADDRESSES: dict[IPAddress, str] = {
     ipaddress.ip_address("192.0.0.192"): "Oracle Cloud metadata",
 }
 
-#: Ranges checked by name, in order, so the refusal says what the address is.
-NAMED_V4_RANGES: tuple[tuple[_V4, str], ...] = (
-    (_V4("0.0.0.0/8"), "unspecified/this-network"),
-    (_V4("127.0.0.0/8"), "loopback"),
-    (_V4("10.0.0.0/8"), "private"),
-    (_V4("172.16.0.0/12"), "private"),
-    (_V4("192.168.0.0/16"), "private"),
-    (_V4("100.64.0.0/10"), "carrier-grade NAT"),
-    (_V4("169.254.0.0/16"), "link-local"),
-    (_V4("192.0.0.0/24"), "IETF protocol assignments"),
-    (_V4("192.0.2.0/24"), "documentation"),
-    (_V4("198.51.100.0/24"), "documentation"),
-    (_V4("203.0.113.0/24"), "documentation"),
-    (_V4("198.18.0.0/15"), "benchmarking"),
-    (_V4("224.0.0.0/4"), "multicast"),
-    (_V4("255.255.255.255/32"), "broadcast"),
-    (_V4("240.0.0.0/4"), "reserved"),
+#: Ranges checked by name, in order, so the refusal says what the address is (and where that
+#: class of address is defined, for the partner-visible text that must not name the address).
+NAMED_V4_RANGES: tuple[tuple[_V4, str, str], ...] = (
+    (_V4("0.0.0.0/8"), "unspecified/this-network", "RFC 1122"),
+    (_V4("127.0.0.0/8"), "loopback", "RFC 1122"),
+    (_V4("10.0.0.0/8"), "private", "RFC 1918"),
+    (_V4("172.16.0.0/12"), "private", "RFC 1918"),
+    (_V4("192.168.0.0/16"), "private", "RFC 1918"),
+    (_V4("100.64.0.0/10"), "carrier-grade NAT", "RFC 6598"),
+    (_V4("169.254.0.0/16"), "link-local", "RFC 3927"),
+    (_V4("192.0.0.0/24"), "IETF protocol assignments", "RFC 6890"),
+    (_V4("192.0.2.0/24"), "documentation", "RFC 5737"),
+    (_V4("198.51.100.0/24"), "documentation", "RFC 5737"),
+    (_V4("203.0.113.0/24"), "documentation", "RFC 5737"),
+    (_V4("198.18.0.0/15"), "benchmarking", "RFC 2544"),
+    (_V4("224.0.0.0/4"), "multicast", "RFC 5771"),
+    (_V4("255.255.255.255/32"), "broadcast", "RFC 919"),
+    (_V4("240.0.0.0/4"), "reserved", "RFC 1112"),
 )
 
-NAMED_V6_RANGES: tuple[tuple[_V6, str], ...] = (
-    (_V6("::/128"), "unspecified"),
-    (_V6("::1/128"), "loopback"),
-    (_V6("fe80::/10"), "link-local"),
-    (_V6("fec0::/10"), "site-local"),
-    (_V6("fc00::/7"), "unique local (private)"),
-    (_V6("ff00::/8"), "multicast"),
-    (_V6("100::/64"), "discard-only"),
-    (_V6("64:ff9b:1::/48"), "local-use NAT64 (RFC 8215)"),
-    (_V6("::ffff:0:0:0/96"), "IPv4-translated (SIIT)"),
-    (_V6("2001:2::/48"), "benchmarking"),
-    (_V6("2001:db8::/32"), "documentation"),
-    (_V6("2001:10::/28"), "ORCHID"),
+NAMED_V6_RANGES: tuple[tuple[_V6, str, str], ...] = (
+    (_V6("::/128"), "unspecified", "RFC 4291"),
+    (_V6("::1/128"), "loopback", "RFC 4291"),
+    (_V6("fe80::/10"), "link-local", "RFC 4291"),
+    (_V6("fec0::/10"), "site-local", "RFC 3879"),
+    (_V6("fc00::/7"), "unique local (private)", "RFC 4193"),
+    (_V6("ff00::/8"), "multicast", "RFC 4291"),
+    (_V6("100::/64"), "discard-only", "RFC 6666"),
+    (_V6("64:ff9b:1::/48"), "local-use NAT64", "RFC 8215"),
+    (_V6("::ffff:0:0:0/96"), "IPv4-translated (SIIT)", "RFC 6145"),
+    (_V6("2001:2::/48"), "benchmarking", "RFC 5180"),
+    (_V6("2001:db8::/32"), "documentation", "RFC 3849"),
+    (_V6("2001:10::/28"), "ORCHID", "RFC 4843"),
 )
 
 NAT64_PREFIXES = (_V6("64:ff9b::/96"), _V6("64:ff9b:1::/48"))
@@ -71,7 +72,23 @@ PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 
 class EndpointRefused(ValueError):
-    """The endpoint may not be called; the message says why. Refusals are final, not retried."""
+    """The endpoint may not be called; the message says why. Refusals are final, not retried.
+
+    The message is partner-visible (it becomes the delivery log's `error`): for a host name it
+    names the host and the class of address it resolves to, never the address itself, which
+    would tell a partner what our internal names resolve to. The address and the full reason
+    are kept on `address` and `detail`, for the operator's log only; never persist them.
+    """
+
+    def __init__(
+        self, message: str, *, host: str | None = None, address: str | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.host = host
+        self.address = address
+        """The resolved address that was refused (None when the refusal is not about an address)."""
+        self.detail = detail
+        """The operator's reason, naming the address (e.g. `10.1.2.3 is private (10.0.0.0/8)`)."""
 
 
 class EndpointUnresolved(EndpointRefused):
@@ -81,24 +98,40 @@ class EndpointUnresolved(EndpointRefused):
 
 
 def refusal_reason(address: IPAddress) -> str | None:
-    """Why `address` must not be contacted, or None when it is a public unicast address."""
+    """Why `address` must not be contacted, or None when it is a public unicast address.
+
+    Names the address: for operators, and for literal-address URLs (the partner typed it). What
+    a host name resolves to is described to partners by `refusal_class` instead."""
+    verdict = _refusal(address)
+    return None if verdict is None else verdict[0]
+
+
+def refusal_class(address: IPAddress) -> str | None:
+    """The class of address `address` is, without the address (nor its range): what a partner may
+    be told about a refused host name, e.g. `a private address (RFC 1918)`. None when public.
+    Refuses exactly what `refusal_reason` refuses (both read one classification)."""
+    verdict = _refusal(address)
+    return None if verdict is None else verdict[1]
+
+
+def _refusal(address: IPAddress) -> tuple[str, str] | None:
+    """(reason naming the address and its range, class without either), or None when public."""
     if address in METADATA_ADDRESSES:
-        return f"{address} is a cloud metadata address ({METADATA_ADDRESSES[address]})"
+        what = f"a cloud metadata address ({METADATA_ADDRESSES[address]})"
+        return f"{address} is {what}", what
+    ranges: tuple[tuple[_V4 | _V6, str, str], ...] = NAMED_V4_RANGES
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            inner = refusal_reason(embedded)
-            if inner is not None:
-                return f"{address} embeds {embedded}: {inner}"
-        for network, name in NAMED_V6_RANGES:
-            if address in network:
-                return f"{address} is {name} ({network})"
-    else:
-        for network, name in NAMED_V4_RANGES:
-            if address in network:
-                return f"{address} is {name} ({network})"
+        inner = None if embedded is None else _refusal(embedded)
+        if inner is not None:
+            return f"{address} embeds {embedded}: {inner[0]}", f"an IPv6 address that embeds {inner[1]}"
+        ranges = NAMED_V6_RANGES
+    for network, name, reference in ranges:
+        if address in network:
+            article = "an" if name[0].lower() in "aeio" or name.startswith("unspecified") else "a"
+            return f"{address} is {name} ({network})", f"{article} {name} address ({reference})"
     if not address.is_global:
-        return f"{address} is not a globally routable address"
+        return f"{address} is not a globally routable address", "an address that is not globally routable"
     return None
 
 
@@ -182,6 +215,10 @@ def resolve_endpoint(
         # 2130706433, 0x7f.1, 017700000001: forms some resolvers read as addresses.
         raise EndpointRefused(f"host {host!r} is a non-canonical numeric address")
     if literal is not None:
+        reason = refusal_reason(literal)
+        if reason is not None and (not allow_private or _is_metadata(literal)):
+            # The partner typed the address: the refusal may name it.
+            raise EndpointRefused(f"address {reason}", host=host, address=str(literal), detail=reason)
         addresses = [str(literal)]
     else:
         host = _ascii_host(host)
@@ -198,13 +235,14 @@ def resolve_endpoint(
             address = ipaddress.ip_address(str(text).split("%", 1)[0])
         except ValueError as exc:
             raise EndpointRefused(f"host {host!r} resolved to something that is not an address") from exc
-        if address in METADATA_ADDRESSES or _embedded_metadata(address):
-            # Not even local development may reach a metadata service.
-            raise EndpointRefused(f"host {host!r} resolves to {refusal_reason(address)}")
         reason = refusal_reason(address)
-        if reason is not None and not allow_private:
-            # One internal answer taints the name: a rebinding service answers both ways.
-            raise EndpointRefused(f"host {host!r} resolves to {reason}")
+        # Not even local development may reach a metadata service. Otherwise one internal answer
+        # taints the name: a rebinding service answers both ways.
+        if reason is not None and (not allow_private or _is_metadata(address)):
+            # The message is partner-visible: the class of address, never the address itself.
+            raise EndpointRefused(
+                f"host {host!r} resolves to {refusal_class(address)}", host=host, address=str(address), detail=reason
+            )
         checked.append(str(address))
     return ResolvedEndpoint(url=url, scheme=scheme, host=host, port=port, address=checked[0], path=path)
 
@@ -220,7 +258,10 @@ def _ascii_host(host: str) -> str:
         raise EndpointRefused(f"host {host!r} is not a valid international domain name: {exc}") from exc
 
 
-def _embedded_metadata(address: IPAddress) -> bool:
+def _is_metadata(address: IPAddress) -> bool:
+    """A cloud metadata address, as it is or embedded in an IPv6 form."""
+    if address in METADATA_ADDRESSES:
+        return True
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         return embedded is not None and embedded in METADATA_ADDRESSES

@@ -14,6 +14,7 @@ attempt is not made at all and says so (`deferred`), so the caller can put it ba
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -40,6 +41,8 @@ from distiller.ssrf import (
     resolve_endpoint,
     system_resolver,
 )
+
+logger = logging.getLogger(__name__)
 
 USER_AGENT = "PrivateAuto-Webhooks/1.0"
 EXCERPT_BYTES = 4096
@@ -133,6 +136,12 @@ class WebhookSender:
         except EndpointUnresolved as exc:
             return SendResult(False, error=f"DNS resolution failed: {exc}")
         except EndpointRefused as exc:
+            if exc.address is not None:
+                # The operator's side only: the error below goes to the partner-visible delivery log,
+                # which names the class of address a host name resolves to, never the address.
+                logger.warning(
+                    "webhook endpoint refused: host %r resolved to %s (%s)", exc.host, exc.address, exc.detail
+                )
             return SendResult(False, error=f"endpoint refused: {exc}", refused=True)
         problem = header_problem(headers)
         if problem is not None:

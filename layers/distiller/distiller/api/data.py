@@ -20,14 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bson import ObjectId
 from pymongo.database import Database
 
 from distiller.api import dto
 from distiller.delivery_log import DELIVERIES_COLLECTION, NEWEST_FIRST, attempts_query
 from distiller.ejson import id_string, plain
 from distiller.file_links import FileLinks
-from distiller.lookups import id_forms
+from distiller.lookups import id_forms, unambiguous_by_id
 from distiller.partners import Partner
 from distiller.pipeline import linked_deal_ids
 from distiller.reducers import REDUCERS
@@ -69,18 +68,6 @@ class Page:
     """Every in-scope document matching the filters, across all pages."""
 
 
-def _forms(value: str) -> list[Any]:
-    """Stored values the router reads as `value`: the string itself, and the ObjectId whose hex it is.
-
-    (The router compares `id_string(value)`; an ObjectId reads as its lowercase hex, so only a
-    canonical hex string has an ObjectId form.)
-    """
-    forms: list[Any] = [value]
-    if ObjectId.is_valid(value) and str(ObjectId(value)) == value:
-        forms.append(ObjectId(value))
-    return forms
-
-
 def scope_filter(
     partner: Partner, fields: RoutingFields, borrowed_ids: Mapping[Borrowed, Iterable[str]] | None = None
 ) -> dict[str, Any] | None:
@@ -94,19 +81,23 @@ def scope_filter(
     - for each borrowed link (a deal's offer, a listing's seller): the reference (`offerId`,
       `sellerId`) is one of `borrowed_ids[link]`, the referenced documents that route to the
       partner by that link's fields; a link borrowed only without an own organization also
-      requires every organization path missing, null or "".
+      requires every organization path to read as missing, null or "".
+
+    "Holds" means as the router reads it (`_holding`): never through an array, which Mongo's
+    dotted paths would search, so the filter admits exactly what the router routes and a list's
+    `_meta.total` counts only what the partner may read.
     """
     if not partner.active:
         return None
     clauses = _matching(partner, fields.app_source, fields.organization)
     for borrowed in fields.borrowed:
         applies = bool(_matching(partner, borrowed.app_source, borrowed.organization))
-        ids = [form for ref_id in (borrowed_ids or {}).get(borrowed, ()) if ref_id for form in _forms(ref_id)]
+        ids = [form for ref_id in (borrowed_ids or {}).get(borrowed, ()) if ref_id for form in id_forms(ref_id)]
         if not applies or not ids:
             continue
-        clause: dict[str, Any] = {borrowed.id_path: {"$in": ids}}
+        clause: dict[str, Any] = _holding(borrowed.id_path, ids)
         if borrowed.only_without_own_organization:
-            no_own_organization = [{path: {"$in": [None, ""]}} for path in fields.organization]
+            no_own_organization = [_reads_empty(path) for path in fields.organization]
             clause = {"$and": [*no_own_organization, clause]}
         clauses.append(clause)
     if not clauses:
@@ -114,14 +105,34 @@ def scope_filter(
     return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
 
+_NOT_ARRAY = {"$not": {"$type": "array"}}
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _holding(path: str, values: list[Any]) -> dict[str, Any]:
+    """`path` holds one of `values` as `transitions.value_at` reads it: the value itself, reached
+    through objects only (Mongo would also match an element of an array on the way or at the end)."""
+    return {path: {"$in": values, **_NOT_ARRAY}, **{prefix: _NOT_ARRAY for prefix in _prefixes(path)}}
+
+
+def _reads_empty(path: str) -> dict[str, Any]:
+    """The router finds no value at `path`: an array on the way, or missing, null or "" at the end."""
+    through_array = [{prefix: {"$type": "array"}} for prefix in _prefixes(path)]
+    return {"$or": [*through_array, {path: {"$in": [None, ""], **_NOT_ARRAY}}]}
+
+
 def _matching(partner: Partner, app_source: tuple[str, ...], organization: tuple[str, ...]) -> list[dict[str, Any]]:
     """One clause per path through which the partner's webhookScope may reach a document: the
     app-source paths holding its partnerId, the organization paths holding its organizationId."""
     clauses: list[dict[str, Any]] = []
     if partner.webhook_scope != "organization":
-        clauses += [{path: {"$in": _forms(partner.partner_id)}} for path in app_source]
+        clauses += [_holding(path, id_forms(partner.partner_id)) for path in app_source]
     if partner.webhook_scope != "appSource" and partner.organization_id:
-        clauses += [{path: {"$in": _forms(partner.organization_id)}} for path in organization]
+        clauses += [_holding(path, id_forms(partner.organization_id)) for path in organization]
     return clauses
 
 
@@ -203,7 +214,7 @@ class PartnerData:
 
     def document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
         """A `documents` row, when one of its deals is the partner's."""
-        document = self._db[DOCUMENTS].find_one({"_id": {"$in": id_forms(document_id)}})
+        document = self._by_id(DOCUMENTS, document_id)
         if document is None:
             return None
         via = self._entitled_deal(partner, DOCUMENTS, document)
@@ -213,10 +224,39 @@ class PartnerData:
 
     def generated_document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
         """A `platoforms_generated_documents` row, when one of its deals (`sharedDeals`) is the partner's."""
-        document = self._db[GENERATED_DOCUMENTS].find_one({"_id": {"$in": id_forms(document_id)}})
+        document = self._by_id(GENERATED_DOCUMENTS, document_id)
         if document is None or self._entitled_deal(partner, GENERATED_DOCUMENTS, document) is None:
             return None
         return dto.generated_document_dto(document, self._signed(SIGNED_FILES(document)))
+
+    def readable_files(self, partner: Partner, entity_type: str, entity_id: str) -> list[tuple[str, str]] | None:
+        """The files (key, filename) of the entity an event was about, when `partner` may read that
+        entity today; None when it may not (out of scope now, gone, or an unknown type).
+
+        A replay re-signs links, so it asks the same question a read would, on the entity as it is
+        now: an event delivered while a deal was the partner's does not keep its files readable
+        after the deal moved out of the partner's scope.
+        """
+        if not entity_type or not entity_id:
+            return None
+        if entity_type in (DOCUMENTS, GENERATED_DOCUMENTS):
+            document = self._by_id(entity_type, entity_id)
+            if document is None or self._entitled_deal(partner, entity_type, document) is None:
+                return None
+            return SIGNED_FILES(document)
+        if entity_type in (CREDIT_REPORTS, *REDUCERS[CREDIT_REPORTS].aliases):
+            reducer = REDUCERS[CREDIT_REPORTS]
+            for name in (reducer.collection, *reducer.aliases):
+                report = self._by_id(name, entity_id)
+                if report is not None:
+                    return LOAN_PAYOFF_FILES(report) if self._entitled_deal(partner, CREDIT_REPORTS, report) else None
+            return None
+        if entity_type in ROUTING_FIELDS:
+            entity = self._find(partner, entity_type, entity_id)
+            if entity is None:
+                return None
+            return TITLE_FILES(entity) if entity_type == DEALS else []
+        return None
 
     # ----------------------------------------------------------------------------------------
     # Delivery log
@@ -273,9 +313,24 @@ class PartnerData:
         for borrowed in fields.borrowed:
             clauses = _matching(partner, borrowed.app_source, borrowed.organization)
             if clauses:
-                found = self._db[borrowed.collection].find({"$or": clauses}, {"_id": 1})
-                out[borrowed] = [ref for ref in (id_string(plain(d["_id"])) for d in found) if ref]
+                found = [d["_id"] for d in self._db[borrowed.collection].find({"$or": clauses}, {"_id": 1})]
+                out[borrowed] = self._without_twins(borrowed.collection, found)
         return out
+
+    def _without_twins(self, collection: str, stored_ids: list[Any]) -> list[str]:
+        """The ids (as `id_string`s) of `stored_ids` that no other document of `collection` shares
+        with another type (a string `_id` equal to an ObjectId's hex): the router refuses those."""
+        ids = [ref for ref in (id_string(plain(i)) for i in stored_ids) if ref]
+        twins = [
+            twin
+            for stored in stored_ids
+            for twin in id_forms(id_string(plain(stored)) or "")
+            if type(twin) is not type(stored)
+        ]
+        if not twins:
+            return ids
+        shared = {id_string(plain(d["_id"])) for d in self._db[collection].find({"_id": {"$in": twins}}, {"_id": 1})}
+        return [ref for ref in ids if ref not in shared]
 
     def _list(self, partner: Partner, collection: str, page: int, limit: int, where: dict[str, Any] | None) -> Page:
         _check_page(page, limit)
@@ -288,13 +343,17 @@ class PartnerData:
         return Page(self._routed(partner, collection, found), total)
 
     def _find(self, partner: Partner, collection: str, entity_id: str) -> dict[str, Any] | None:
-        scope = self._scope(partner, collection)
-        if scope is None:
+        """The entity, when the router sends it to `partner` (and its id is not ambiguous)."""
+        if not partner.active:
             return None
-        found = self._db[collection].find_one(_both({"_id": {"$in": id_forms(entity_id)}}, scope))
-        if found is None:
+        found = self._by_id(collection, entity_id)
+        if found is None or not self._routes(partner, collection, found):
             return None
-        return found if self._routed(partner, collection, [found]) else None
+        return found
+
+    def _routes(self, partner: Partner, collection: str, document: dict[str, Any]) -> bool:
+        fields = ROUTING_FIELDS[collection]
+        return matched_link(partner, routing_keys(fields, document, self._references(fields, [document]))) is not None
 
     def _routed(self, partner: Partner, collection: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The documents the router sends to `partner` (the filter's result, decided again)."""
@@ -354,12 +413,15 @@ class PartnerData:
         if not wanted:
             return {}
         query = {"_id": {"$in": [form for doc_id in wanted for form in id_forms(doc_id)]}}
-        return {id_string(plain(d["_id"])) or "": d for d in self._db[collection].find(query)}
+        return unambiguous_by_id(self._db[collection].find(query), collection)
+
+    def _by_id(self, collection: str, entity_id: str) -> dict[str, Any] | None:
+        return self._by_ids(collection, [entity_id]).get(entity_id)
 
     def _documents_of(self, collection: str, deal_id: str) -> list[dict[str, Any]]:
         """Rows of `collection` (and its aliases) linked to `deal_id` through the reducer's deal fields."""
         reducer = REDUCERS[collection]
-        forms = _forms(deal_id)
+        forms = id_forms(deal_id)
         query = {"$or": [{path: {"$in": forms}} for path in reducer.linked_deals]}
         rows = []
         for name in (reducer.collection, *reducer.aliases):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -20,9 +20,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authenticate
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
+from distiller.api.rate_limit import RateLimit, RateLimiter
 from distiller.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
 from distiller.delivery import DeliveryMessage
-from distiller.ejson import iso_utc
+from distiller.ejson import id_string, iso_utc
 from distiller.file_links import FileLinks
 from distiller.partners import Partner
 from distiller.queues import MessageQueue, OutgoingMessage
@@ -31,10 +32,30 @@ API_TITLE = "PrivateAuto Partner API: /data"
 API_VERSION = "1.1.2"
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
+MAX_PAGE = 1_000_000
+"""Deeper pages are refused (400): `_page × _limit` stays far inside a 64-bit `skip`."""
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+"""Date filters outside [EARLIEST, LATEST] (in UTC) are refused (400), before any arithmetic."""
+MAX_TEXT = 128
+"""Longest accepted free-text query value (an event name, an eventId)."""
 
 DELIVERY_STATUSES = ("delivered", "failed", "skipped")
 
 app = APIGatewayRestResolver(enable_validation=True)
+
+
+DEFAULT_REQUEST_LIMIT = RateLimit(600, 60)
+DEFAULT_REPLAY_LIMIT = RateLimit(30, 60)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiLimits:
+    """Requests per partner: every route counts against `requests`; a replay, which makes the
+    dispatcher POST to the partner's endpoint, also against the stricter `replays`."""
+
+    requests: RateLimit = DEFAULT_REQUEST_LIMIT
+    replays: RateLimit = DEFAULT_REPLAY_LIMIT
 
 
 @dataclass
@@ -47,6 +68,9 @@ class ApiRuntime:
     file_links: FileLinks | None = None
     payloads: PayloadStore | None = None
     """The claim-check store: a replayed payload too large for a queue message goes there."""
+    limiter: RateLimiter | None = None
+    """Per-partner request limits (None: unlimited, e.g. in unit tests of the reads)."""
+    limits: ApiLimits = field(default_factory=ApiLimits)
 
 
 _runtime: ApiRuntime | None = None
@@ -71,6 +95,12 @@ class BadRequest(Exception):
     pass
 
 
+class RateLimited(Exception):
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
+
+
 def _json(status: int, body: Any) -> Response:
     return Response(status, content_types.APPLICATION_JSON, json.dumps(body, default=str))
 
@@ -90,6 +120,16 @@ def _bad_request(error: BadRequest) -> Response:
     return _json(400, {"error": str(error)})
 
 
+@app.exception_handler(RateLimited)
+def _rate_limited(error: RateLimited) -> Response:
+    return Response(
+        429,
+        content_types.APPLICATION_JSON,
+        json.dumps({"error": str(error)}),
+        headers={"Retry-After": str(error.retry_after_seconds)},
+    )
+
+
 @app.exception_handler(RequestValidationError)
 def _invalid(error: RequestValidationError) -> Response:
     problems = "; ".join(
@@ -98,23 +138,47 @@ def _invalid(error: RequestValidationError) -> Response:
     return _json(400, {"error": problems or "invalid request"})
 
 
-def _partner(partner_id: str) -> Partner:
-    """Authenticate the request for `partner_id` and return its record (401/403 otherwise)."""
+def _partner(partner_id: str, *, replay: bool = False) -> Partner:
+    """Authenticate the request for `partner_id`, count it against the partner's limits, and
+    return its record (401/403/429 otherwise).
+
+    An unknown partner costs what a known one does: no secret is fetched for it (a fetch that
+    finds nothing is slow and uncached), and its token is verified against a throwaway key.
+    """
     rt = _rt()
     headers = app.current_event.headers or {}
     authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
-    authenticate(authorization, partner_id, rt.secrets.shared_secret(partner_id), rt.auth)
     partner = next((p for p in rt.partners() if p.partner_id == partner_id), None)
+    secret = rt.secrets.shared_secret(partner_id) if partner is not None else None
+    authenticate(authorization, partner_id, secret, rt.auth)
     if partner is None:
         raise AuthError(401, "invalid token")
     if not partner.active:
         raise AuthError(403, "partner is inactive")
+    # Counted once authenticated: nobody can spend another partner's allowance.
+    _within_limit(rt, f"{partner_id}:requests", rt.limits.requests)
+    if replay:
+        _within_limit(rt, f"{partner_id}:replays", rt.limits.replays)
     return partner
 
 
-Page = Annotated[int, Query(alias="_page", ge=0, description="Zero-based page index")]
-Limit = Annotated[int, Query(alias="_limit", ge=1, description="Page size (at most 100; larger values are capped)")]
-Status = Annotated[str | None, Query(description="Filter by status")]
+def _within_limit(rt: ApiRuntime, key: str, limit: RateLimit) -> None:
+    if rt.limiter is None:
+        return
+    decision = rt.limiter.acquire(key, limit)
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after_seconds)
+
+
+Page = Annotated[int, Query(alias="_page", ge=0, le=MAX_PAGE, description="Zero-based page index")]
+Limit = Annotated[
+    int, Query(alias="_limit", ge=1, le=2**31 - 1, description="Page size (at most 100; larger values are capped)")
+]
+Status = Annotated[str | None, Query(max_length=MAX_TEXT, description="Filter by status")]
+
+
+def _instant_query(description: str) -> Query:
+    return Query(max_length=64, description=description, json_schema_extra={"format": "date-time"})
 
 
 def _page(result: Any, page: int, limit: int) -> dict[str, Any]:
@@ -189,13 +253,19 @@ def get_generated_document(partnerId: str, documentId: str) -> dict:
 
 
 def _instant(name: str, text: str | None) -> dt.datetime | None:
+    """An ISO 8601 query value as a UTC instant within [EARLIEST, LATEST]; 400 naming `name` otherwise."""
     if text is None:
         return None
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadRequest(f"{name}: not an ISO 8601 date-time: {text!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    except ValueError:
+        raise BadRequest(f"{name}: not an ISO 8601 date-time") from None
+    except OverflowError:  # year 1 at +14:00, year 9999 at -14:00: outside what a datetime holds in UTC
+        raise BadRequest(f"{name}: out of range") from None
+    if not EARLIEST <= value <= LATEST:
+        raise BadRequest(f"{name}: out of range (from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})")
+    return value
 
 
 @app.get("/data/webhook-deliveries/<partnerId>", summary="The partner's webhook delivery attempts, newest first")
@@ -203,11 +273,13 @@ def list_deliveries(
     partnerId: str,
     _page_: Page = 0,
     _limit_: Limit = DEFAULT_LIMIT,
-    status: Annotated[str | None, Query(description="delivered, failed or skipped")] = None,
-    event: Annotated[str | None, Query(description="Event name, e.g. deal.created")] = None,
-    dateFrom: Annotated[str | None, Query(description="ISO 8601: attempts at or after")] = None,
-    dateTo: Annotated[str | None, Query(description="ISO 8601: attempts at or before")] = None,
-    eventId: Annotated[str | None, Query(description="The delivery's eventId (X-PA-Event-Id)")] = None,
+    status: Annotated[str | None, Query(max_length=MAX_TEXT, description="delivered, failed or skipped")] = None,
+    event: Annotated[str | None, Query(max_length=MAX_TEXT, description="Event name, e.g. deal.created")] = None,
+    dateFrom: Annotated[str | None, _instant_query("ISO 8601: attempts at or after")] = None,
+    dateTo: Annotated[str | None, _instant_query("ISO 8601: attempts at or before")] = None,
+    eventId: Annotated[
+        str | None, Query(max_length=MAX_TEXT, description="The delivery's eventId (X-PA-Event-Id)")
+    ] = None,
 ) -> dict:
     partner = _partner(partnerId)
     if status is not None and status not in DELIVERY_STATUSES:
@@ -233,11 +305,17 @@ def get_delivery(partnerId: str, logId: str) -> dict:
 )
 def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
     rt = _rt()
-    attempt = _found(rt.data.get_delivery(_partner(partnerId), logId), "delivery")
-    now = dt.datetime.now(dt.UTC)
+    partner = _partner(partnerId, replay=True)
+    attempt = _found(rt.data.get_delivery(partner, logId), "delivery")
     payload = dict(attempt.get("payload") or {})
-    if rt.file_links is not None and isinstance(payload.get("documents"), list):
-        payload["documents"] = [_resigned(rt.file_links, d) for d in payload["documents"]]
+    # The same scope check as the reads, on the entity as it is now: what the partner may no
+    # longer read is not re-sent, let alone re-signed.
+    files = rt.data.readable_files(partner, str(payload.get("entityType") or ""), id_string(payload.get("id")) or "")
+    if files is None:
+        raise NotFound("the event's entity is not found")
+    if isinstance(payload.get("documents"), list):
+        payload["documents"] = _readable_documents(rt.file_links, payload["documents"], files)
+    now = dt.datetime.now(dt.UTC)
     message = DeliveryMessage(
         partner_id=attempt["partnerId"],
         event=attempt["event"],
@@ -260,11 +338,21 @@ def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
     return {"status": "queued", "eventId": message.event_id, "event": message.event}, 202
 
 
-def _resigned(file_links: FileLinks, document: Any) -> Any:
-    if not isinstance(document, dict) or not isinstance(document.get("signedUrl"), str):
-        return document
-    fresh = file_links.link(document["signedUrl"].split("?", 1)[0], str(document.get("filename") or ""))
-    return fresh if fresh.get("expiresAt") else document
+def _readable_documents(file_links: FileLinks | None, documents: list[Any], files: list[tuple[str, str]]) -> list[Any]:
+    """The event's `documents[]` that are still among the entity's files, freshly signed; a file the
+    entity no longer carries is left out (it is not the partner's to read any more)."""
+    if file_links is None:  # nothing to sign with: nothing is handed out again
+        return []
+    current = {file_links.stored_key(key) for key, _ in files}
+    kept = []
+    for document in documents:
+        if not isinstance(document, dict) or not isinstance(document.get("signedUrl"), str):
+            continue
+        if file_links.stored_key(document["signedUrl"]) not in current:
+            continue
+        fresh = file_links.link(document["signedUrl"].split("?", 1)[0], str(document.get("filename") or ""))
+        kept.append(fresh if fresh.get("expiresAt") else document)
+    return kept
 
 
 def openapi_document() -> dict[str, Any]:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import boto3
 from botocore.config import Config
+from pymongo.database import Database
 
 from distiller.api.auth import AuthSettings, SecretsManagerSharedSecrets
 from distiller.api.data import PartnerData
-from distiller.api.routes import ApiRuntime
+from distiller.api.rate_limit import RATE_LIMITS_COLLECTION, MongoRateLimiter, RateLimit
+from distiller.api.routes import DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_LIMIT, ApiLimits, ApiRuntime
 from distiller.file_links import FileLinks
 from distiller.lookups import MongoLookups
 from distiller.mongo import connect_database
 from distiller.partner_secrets import DEFAULT_PREFIX
 from distiller.queues import SqsQueue
 from distiller.runtime import payload_store
-from distiller.settings import Env, MongoSettings
+from distiller.settings import Env, MongoSettings, SettingsError
 
 
 def api_runtime_from_env() -> ApiRuntime:
@@ -36,4 +38,30 @@ def api_runtime_from_env() -> ApiRuntime:
         replay_queue=SqsQueue(boto3.client("sqs"), env.required("DELIVERY_QUEUE_URL", "URL of the delivery queue")),
         file_links=file_links,
         payloads=payload_store(env.text("CLAIM_CHECK_BUCKET", "") or None),
+        limiter=_rate_limiter(database),
+        limits=api_limits(env),
     )
+
+
+def api_limits(env: Env) -> ApiLimits:
+    """`API_RATE_LIMIT` (every route) and `API_REPLAY_RATE_LIMIT`, each `requests/seconds`."""
+    return ApiLimits(
+        requests=_rate_limit(env, "API_RATE_LIMIT", DEFAULT_REQUEST_LIMIT),
+        replays=_rate_limit(env, "API_REPLAY_RATE_LIMIT", DEFAULT_REPLAY_LIMIT),
+    )
+
+
+def _rate_limit(env: Env, name: str, default: RateLimit) -> RateLimit:
+    raw = env.text(name, "")
+    if not raw:
+        return default
+    try:
+        return RateLimit.parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _rate_limiter(database: Database) -> MongoRateLimiter:
+    limiter = MongoRateLimiter(database[RATE_LIMITS_COLLECTION])
+    limiter.ensure_indexes()
+    return limiter

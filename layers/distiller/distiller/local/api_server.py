@@ -21,9 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 from bson import ObjectId
 from pymongo.database import Database
 
+from distiller.api.routes import ApiLimits
 from distiller.delivery_log import DELIVERIES_COLLECTION
 from distiller.local.pipeline import LocalContext, load_handler_module
-from distiller.local.receiver import HOST
+from distiller.local.receiver import HOST, INVALID_CONTENT_LENGTH, content_length
 
 DOCUMENTS_BUCKET = "trigger-distiller-documents"
 
@@ -63,12 +64,15 @@ def load_deliveries(database: Database, path: Path) -> int:
     return len(documents)
 
 
-def build_runtime(database: Database, partners: list[dict[str, Any]], replay_out: IO[str]) -> Any:
+def build_runtime(
+    database: Database, partners: list[dict[str, Any]], replay_out: IO[str], limits: ApiLimits | None = None
+) -> Any:
     import boto3
     from botocore.config import Config
 
     from distiller.api.auth import AuthSettings, StaticSharedSecrets
     from distiller.api.data import PartnerData
+    from distiller.api.rate_limit import InMemoryRateLimiter
     from distiller.api.routes import ApiRuntime
     from distiller.file_links import FileLinks
     from distiller.lookups import MongoLookups
@@ -85,6 +89,8 @@ def build_runtime(database: Database, partners: list[dict[str, Any]], replay_out
         auth=AuthSettings(),
         replay_queue=PrintedQueue(replay_out),
         file_links=file_links,
+        limiter=InMemoryRateLimiter(),
+        limits=limits or ApiLimits(),
     )
 
 
@@ -133,7 +139,18 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _invoke(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = content_length(self.headers)
+        if length is None:  # where the body ends is unknown: answer, and close the connection
+            data = json.dumps({"error": INVALID_CONTENT_LENGTH}).encode("utf-8")
+            self.close_connection = True
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
         body = self.rfile.read(length) if length else b""
         event = api_gateway_event(self.command, self.path, dict(self.headers.items()), body)
         try:
@@ -163,8 +180,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def start(port: int, database: Database, partners: list[dict[str, Any]], replay_out: IO[str] = sys.stderr) -> ApiServer:
-    """The API server, listening on HOST:`port`; `OSError` when that port cannot be had."""
+def start(
+    port: int,
+    database: Database,
+    partners: list[dict[str, Any]],
+    replay_out: IO[str] = sys.stderr,
+    limits: ApiLimits | None = None,
+) -> ApiServer:
+    """The API server, listening on HOST:`port`; `OSError` when that port cannot be had.
+    Partners are rate-limited as deployed (`limits`, default `ApiLimits()`), in memory."""
     module = load_handler_module("api")
-    module._runtime = build_runtime(database, partners, replay_out)
+    module._runtime = build_runtime(database, partners, replay_out, limits)
     return ApiServer(port, module)
