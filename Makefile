@@ -49,10 +49,10 @@ distill: install
 	$(BIN)/distiller distill --partners events/partners.json --world events/world.json events/flows/*.jsonl
 
 catalog: install
-	$(BIN)/python -m distiller.catalog > docs/event-catalog.md
+	$(BIN)/python -m distiller_tools.catalog > docs/event-catalog.md
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam .demo-attempts.jsonl
 
 openapi: install
-	$(BIN)/python -m distiller.api.openapi > docs/openapi.json
+	$(BIN)/python -m distiller_tools.openapi > docs/openapi.json

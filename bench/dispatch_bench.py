@@ -38,12 +38,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import mongomock
 import requests
 
-from distiller.delivery import DeliveryMessage
-from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
-from distiller.dispatch import Dispatcher, webhook_headers
-from distiller.partners import Partner
-from distiller.queues import OutgoingMessage
-from distiller.webhook_sender import WebhookSender
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.queues import OutgoingMessage
+from distiller.core.partners import Partner
+from distiller.deliver.dispatch import Dispatcher, webhook_headers
+from distiller.deliver.log import DELIVERIES_COLLECTION
+from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.sender import WebhookSender
 
 TARGET_RATIO = 10.0
 DEFAULT_DELIVERIES = 200

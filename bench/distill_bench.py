@@ -35,13 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distiller import ejson
-from distiller.cli import CHUNK_LINES
-from distiller.lookups import MongoLookups
-from distiller.model import RecordError
-from distiller.pipeline import distill
-from distiller.sources import change_events_from_text
-from distiller.world import in_memory_database
+from distiller.adapters.lookups import MongoLookups
+from distiller.core import ejson
+from distiller.core.model import RecordError
+from distiller.core.pipeline import distill
+from distiller.ingest.sources import change_events_from_text
+from distiller_tools.cli import CHUNK_LINES
+from distiller_tools.world import in_memory_database
 
 TARGET_RATIO = 3.0
 DEFAULT_EVENTS = 100_000

@@ -38,7 +38,7 @@ def lambda_context() -> FakeLambdaContext:
 
 def load_function(name: str) -> ModuleType:
     """Import `functions/<name>/app.py` as the tests' own copy of that handler module."""
-    from distiller.local.pipeline import load_handler_module  # after the environment above is set
+    from distiller_tools.local.pipeline import load_handler_module  # after the environment above is set
 
     return load_handler_module(name, prefix="function_")
 

@@ -18,14 +18,15 @@ from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 from moto.sqs.models import sqs_backends
 
-from distiller.delivery import DeliveryMessage
-from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
-from distiller.dispatch import Dispatcher
-from distiller.partner_secrets import PartnerSecrets
-from distiller.partners import Partner, partner_from_record
-from distiller.queues import SqsQueue
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.queues import SqsQueue
+from distiller.adapters.secrets import PartnerSecrets
+from distiller.core.partners import Partner, partner_from_record
+from distiller.deliver.dispatch import Dispatcher
+from distiller.deliver.log import DELIVERIES_COLLECTION
+from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.sender import WebhookSender
 from distiller.runtime import DispatcherRuntime
-from distiller.webhook_sender import WebhookSender
 from tests.integration.loopback import LoopbackServer, Reply
 
 REGION = "us-east-2"

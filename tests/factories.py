@@ -7,8 +7,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from distiller.model import ChangeEvent
-from distiller.sources import change_event
+from distiller.core.model import ChangeEvent
+from distiller.ingest.sources import change_event
 
 _tokens = itertools.count(1)
 

@@ -13,8 +13,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from distiller.batch_response import partial_batch_response, receive_count
-from distiller.delivery import DeliveryMessage, DeliveryMessageError
+from distiller.adapters.sqs_batch import partial_batch_response, receive_count
+from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
 from distiller.observability import logger, metrics, tracer
 from distiller.runtime import DispatcherRuntime
 

@@ -12,11 +12,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from distiller.batch_response import RetryLater, partial_batch_response
-from distiller.ingest import ingest
+from distiller.adapters.sqs_batch import RetryLater, partial_batch_response
+from distiller.ingest.batch import ingest
+from distiller.ingest.sources import lambda_records
 from distiller.observability import logger, metrics, tracer
 from distiller.runtime import DistillerRuntime
-from distiller.sources import lambda_records
 
 _runtime: DistillerRuntime | None = None
 

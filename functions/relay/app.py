@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from distiller.observability import logger, metrics, tracer
-from distiller.relay import RelayError, RelayResult, RelayRuntime
+from distiller.relay.loop import RelayError, RelayResult, RelayRuntime
 
 #: Seconds kept back from the invocation's remaining time for the final send and checkpoint.
 SAFETY_MARGIN_SECONDS = 8.0

@@ -23,14 +23,14 @@ from typing import Any
 import boto3
 import pytest
 
-from distiller.claim_check import S3PayloadStore
-from distiller.delivery import DeliveryMessage
-from distiller.delivery_log import MongoDeliveryLog
-from distiller.dispatch import FINISH_MARGIN_SECONDS, RetrySchedule
-from distiller.ejson import utc_now
-from distiller.lookups import LookupFailure
-from distiller.partners import Partner, PartnerRecordError, partner_from_record
-from distiller.queues import OutgoingMessage
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.payload_store import S3PayloadStore
+from distiller.adapters.queues import OutgoingMessage
+from distiller.core.ejson import utc_now
+from distiller.core.lookups import LookupFailure
+from distiller.core.partners import Partner, PartnerRecordError, partner_from_record
+from distiller.deliver.dispatch import FINISH_MARGIN_SECONDS, RetrySchedule
+from distiller.deliver.message import DeliveryMessage
 from tests.conftest import FakeLambdaContext, load_function
 from tests.delivery_world import DISPATCHER_VISIBILITY_TIMEOUT, World, message
 from tests.integration.loopback import LoopbackServer, Reply

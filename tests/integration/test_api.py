@@ -12,8 +12,8 @@ import jwt
 import pytest
 
 from distiller.api.routes import openapi_document
-from distiller.local.api_server import load_deliveries, start
-from distiller.world import in_memory_database, load_partners, load_world
+from distiller_tools.local.api_server import load_deliveries, start
+from distiller_tools.world import in_memory_database, load_partners, load_world
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"

@@ -21,14 +21,14 @@ from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from distiller.adapters.file_links import FileLinks
+from distiller.adapters.lookups import MongoLookups
 from distiller.api.data import Page, PartnerData, scope_filter
 from distiller.api.dto import delivery_dto
-from distiller.delivery_log import DELIVERIES_COLLECTION, DeliveryAttempt
-from distiller.file_links import FileLinks
-from distiller.lookups import MongoLookups
-from distiller.partners import Partner
-from distiller.routing import ROUTING_FIELDS, matched_link, references, routing_keys
-from distiller.world import in_memory_database, load_partners, load_world
+from distiller.core.partners import Partner
+from distiller.core.routing import ROUTING_FIELDS, matched_link, references, routing_keys
+from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt
+from distiller_tools.world import in_memory_database, load_partners, load_world
 from tests.factories import oid
 
 ROOT = Path(__file__).resolve().parents[2]

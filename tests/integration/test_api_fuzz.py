@@ -71,8 +71,8 @@ class StrictCursor(mongomock.collection.Cursor):
 @pytest.fixture(scope="module")
 def base_url():
 
-    from distiller.local.api_server import start
-    from distiller.world import in_memory_database, load_world
+    from distiller_tools.local.api_server import start
+    from distiller_tools.world import in_memory_database, load_world
 
     partners = sample_partners()
     database = in_memory_database(partners, load_world(EVENTS / "world.json"))

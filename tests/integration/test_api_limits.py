@@ -21,11 +21,11 @@ from distiller.api.auth import StaticSharedSecrets
 from distiller.api.rate_limit import InMemoryRateLimiter, RateLimit
 from distiller.api.routes import ApiLimits, app, use_runtime
 from distiller.api.runtime import api_limits
-from distiller.delivery_log import DELIVERIES_COLLECTION
-from distiller.local.api_server import api_gateway_event, build_runtime
-from distiller.local.pipeline import LocalContext
+from distiller.deliver.log import DELIVERIES_COLLECTION
 from distiller.settings import Env, SettingsError
-from distiller.world import in_memory_database, load_world
+from distiller_tools.local.api_server import api_gateway_event, build_runtime
+from distiller_tools.local.pipeline import LocalContext
+from distiller_tools.world import in_memory_database, load_world
 from tests.integration.test_api import sample_partners, token
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ import pytest
 from bson import ObjectId
 
 from distiller.api.routes import app, use_runtime
-from distiller.delivery_log import DELIVERIES_COLLECTION
-from distiller.local.api_server import DOCUMENTS_BUCKET, api_gateway_event, build_runtime
-from distiller.local.pipeline import LocalContext
-from distiller.world import in_memory_database, load_world
+from distiller.deliver.log import DELIVERIES_COLLECTION
+from distiller_tools.local.api_server import DOCUMENTS_BUCKET, api_gateway_event, build_runtime
+from distiller_tools.local.pipeline import LocalContext
+from distiller_tools.world import in_memory_database, load_world
 from tests.integration.test_api import sample_partners, token
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from bson import json_util
 
-from distiller.cli import main
+from distiller_tools.cli import main
 from tests.factories import oid, partner, raw_insert, raw_update
 
 ORG = "67e446a09d2eb254a3b130e7"
@@ -188,10 +188,10 @@ def test_console_script_runs_as_installed(partners_file):
 )
 def test_explain_mode_routes_exactly_like_the_fast_path(flow):
     """--explain visits every partner and spells out reasons; the deliveries must not change."""
-    from distiller.lookups import MongoLookups
-    from distiller.pipeline import deliveries_of, distill
-    from distiller.sources import change_events_from_text
-    from distiller.world import in_memory_database, load_partners, load_world
+    from distiller.adapters.lookups import MongoLookups
+    from distiller.core.pipeline import deliveries_of, distill
+    from distiller.ingest.sources import change_events_from_text
+    from distiller_tools.world import in_memory_database, load_partners, load_world
 
     events = flow.parents[1]
     database = in_memory_database(load_partners(events / "partners.json"), load_world(events / "world.json"))

@@ -9,7 +9,7 @@ queues, and the delivery log is `MongoDeliveryLog` over mongomock.
 Every case asserts three things: what the partner's server received, the delivery log
 documents, and what sits on the retry and dead-letter queues. Signatures are checked with
 hmac/hashlib exactly as the spec's "Verifying Signatures" snippet does, never with
-distiller.signing. Nothing asserts on elapsed time: waits are generous loops on a condition.
+distiller.deliver.signing. Nothing asserts on elapsed time: waits are generous loops on a condition.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ from typing import Any
 import pytest
 import urllib3.util.connection
 
-from distiller.delivery import DeliveryMessage
-from distiller.delivery_log import DELIVERIES_COLLECTION, DeliveryAttempt, MongoDeliveryLog
-from distiller.dispatch import RetrySchedule
-from distiller.ejson import iso_utc, utc_now
-from distiller.lookups import LookupFailure
-from distiller.partners import partner_from_record
-from distiller.queues import OutgoingMessage
-from distiller.webhook_sender import SendResult, WebhookSender
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.queues import OutgoingMessage
+from distiller.core.ejson import iso_utc, utc_now
+from distiller.core.lookups import LookupFailure
+from distiller.core.partners import partner_from_record
+from distiller.deliver.dispatch import RetrySchedule
+from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt
+from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.sender import SendResult, WebhookSender
 from tests.conftest import load_function
 from tests.delivery_world import DISPATCHER_VISIBILITY_TIMEOUT, EMITTED_AT, message, wait_until
 from tests.integration.loopback import Received, Reply, free_port
@@ -52,7 +53,7 @@ SPEC_HEADERS: dict[str, str | None] = {
 TRANSPORT_HEADERS = {"host", "content-length", "accept-encoding", "connection"}
 
 
-# -- the spec's verification, independently of distiller.signing ------------------------------
+# -- the spec's verification, independently of distiller.deliver.signing ------------------------------
 
 
 def spec_signature(secret: str, timestamp: str, raw_body: bytes) -> str:

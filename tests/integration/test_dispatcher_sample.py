@@ -6,13 +6,14 @@ from pathlib import Path
 import mongomock
 import pytest
 
-from distiller.delivery import DeliveryMessage
-from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
-from distiller.dispatch import Dispatcher
-from distiller.partners import partner_from_record
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.core.partners import partner_from_record
+from distiller.deliver.dispatch import Dispatcher
+from distiller.deliver.log import DELIVERIES_COLLECTION
+from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.sender import SendResult
+from distiller.deliver.signing import verify
 from distiller.runtime import DispatcherRuntime
-from distiller.signing import verify
-from distiller.webhook_sender import SendResult
 from tests.conftest import load_function
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

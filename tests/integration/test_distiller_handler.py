@@ -11,13 +11,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from distiller import ingest as ingest_module
-from distiller.claim_check import INLINE_LIMIT_BYTES, S3PayloadStore
-from distiller.delivery import DeliveryMessage
-from distiller.lookups import LookupFailure, MongoLookups
-from distiller.queues import SqsQueue
+from distiller.adapters.lookups import MongoLookups
+from distiller.adapters.payload_store import S3PayloadStore
+from distiller.adapters.queues import SqsQueue
+from distiller.core.lookups import LookupFailure
+from distiller.deliver.claim_check import INLINE_LIMIT_BYTES
+from distiller.deliver.message import DeliveryMessage
+from distiller.ingest import batch as ingest_module
 from distiller.runtime import DistillerRuntime
-from distiller.world import in_memory_database, load_partners, load_world
+from distiller_tools.world import in_memory_database, load_partners, load_world
 from tests.conftest import load_function
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -82,7 +84,7 @@ def test_every_sample_event_queues_its_deliveries(app, aws, lambda_context, samp
 
 def test_lambda_and_cli_agree_on_every_sample(app, aws, lambda_context, capsys, tmp_path):
     """The handler (parsed event) and the CLI (text) produce the same deliveries for the same input."""
-    from distiller.cli import main
+    from distiller_tools.cli import main
 
     sqs, delivery, _ = aws
     for sample in SAMPLES:

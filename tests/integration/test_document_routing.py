@@ -1,6 +1,6 @@
 """Documents, generated documents and credit reports route through their deals.
 
-Everything goes through `distiller.pipeline.distill` with the real `MongoLookups` repository
+Everything goes through `distiller.core.pipeline.distill` with the real `MongoLookups` repository
 over an in-memory world (the CLI's database), so the deal lookups are real queries.
 """
 
@@ -9,11 +9,11 @@ import datetime as dt
 import pytest
 from bson import ObjectId
 
-from distiller.file_links import FileLinks
-from distiller.lookups import MongoLookups
-from distiller.model import RecordError
-from distiller.pipeline import ChangeOutcome, deliveries_of, distill
-from distiller.world import in_memory_database
+from distiller.adapters.file_links import FileLinks
+from distiller.adapters.lookups import MongoLookups
+from distiller.core.model import RecordError
+from distiller.core.pipeline import ChangeOutcome, deliveries_of, distill
+from distiller_tools.world import in_memory_database
 from tests.factories import CountingDatabase, as_change, oid, partner, raw_insert, raw_update
 
 T0 = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)

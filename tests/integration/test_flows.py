@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from distiller.cli import main
+from distiller_tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTNERS = {p["partnerId"]: p for p in json.loads((ROOT / "events" / "partners.json").read_text(encoding="utf-8"))}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from distiller.cli import main
-from distiller.local.receiver import WebhookReceiver
+from distiller_tools.cli import main
+from distiller_tools.local.receiver import WebhookReceiver
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SECRET = "receiver-test-secret"

@@ -19,13 +19,14 @@ import mongomock
 import pytest
 from moto import mock_aws
 
-from distiller import ops
-from distiller.delivery import DeliveryMessage
-from distiller.delivery_log import DELIVERIES_COLLECTION, DeliveryAttempt, MongoDeliveryLog, log_line
-from distiller.dispatch import Dispatcher, RetrySchedule
-from distiller.partners import Partner
-from distiller.queues import OutgoingMessage, SqsQueue
-from distiller.webhook_sender import SendResult
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.queues import OutgoingMessage, SqsQueue
+from distiller.core.partners import Partner
+from distiller.deliver.dispatch import Dispatcher, RetrySchedule
+from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_line
+from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.sender import SendResult
+from distiller_tools import ops
 
 REGION = "us-east-2"
 EMITTED_AT = "2025-03-14T15:09:26.535Z"

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from distiller.cli import main
-from distiller.identity import event_id, event_key
-from distiller.local.api_server import start
-from distiller.local.receiver import SECRET_ENV, SecretSourceError, WebhookReceiver, resolve_secret
-from distiller.signing import signature
-from distiller.world import in_memory_database, load_partners
+from distiller.core.identity import event_id, event_key
+from distiller.deliver.signing import signature
+from distiller_tools.cli import main
+from distiller_tools.local.api_server import start
+from distiller_tools.local.receiver import SECRET_ENV, SecretSourceError, WebhookReceiver, resolve_secret
+from distiller_tools.world import in_memory_database, load_partners
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "receiver-test-secret"
@@ -305,7 +305,7 @@ def served(monkeypatch) -> list[dict]:
         calls.append({"port": port, "secret": secret, "fail_first": fail_first, "max_age": max_age})
         return 0
 
-    monkeypatch.setattr("distiller.local.receiver.serve", fake_serve)
+    monkeypatch.setattr("distiller_tools.local.receiver.serve", fake_serve)
     monkeypatch.delenv(SECRET_ENV, raising=False)
     return calls
 

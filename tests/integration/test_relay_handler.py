@@ -10,8 +10,8 @@ import pytest
 from bson import Timestamp
 from moto import mock_aws
 
-from distiller.queues import SqsQueue
-from distiller.relay import (
+from distiller.adapters.queues import SqsQueue
+from distiller.relay.loop import (
     CHECKPOINTS_COLLECTION,
     DEFAULT_COLLECTIONS,
     MongoCheckpointStore,

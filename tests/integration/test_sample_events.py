@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distiller.cli import main
+from distiller_tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import pytest
 
-from distiller.file_links import FileLinks
-from distiller.lookups import MongoLookups
-from distiller.pipeline import deliveries_of, distill
-from distiller.world import in_memory_database
+from distiller.adapters.file_links import FileLinks
+from distiller.adapters.lookups import MongoLookups
+from distiller.core.pipeline import deliveries_of, distill
+from distiller_tools.world import in_memory_database
 from tests.factories import as_change, oid, partner, raw_update
 
 REGION = "us-east-2"

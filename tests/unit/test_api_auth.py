@@ -26,19 +26,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from distiller.adapters.secrets import SecretsManagerSharedSecrets, SecretUnavailable
 from distiller.api.auth import (
     ALLOWED_ALGORITHMS,
     DEFAULT_AUTH_SETTINGS,
     MAX_TOKEN_LENGTH,
     AuthError,
     AuthSettings,
-    SecretsManagerSharedSecrets,
     SharedSecrets,
     StaticSharedSecrets,
     authenticate,
     decode_shared_secret,
 )
-from distiller.partner_secrets import SecretUnavailable
 
 REGION = "us-east-2"
 PARTNER = "partner-acme"

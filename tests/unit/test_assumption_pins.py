@@ -16,22 +16,23 @@ import pytest
 import yaml
 from bson import ObjectId
 
-from distiller.cli import main
-from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
-from distiller.dispatch import Dispatcher, RetrySchedule
-from distiller.lookups import MongoLookups
-from distiller.model import ChangeEvent
-from distiller.partner_secrets import DEFAULT_PREFIX, PartnerSecrets
-from distiller.partners import partner_from_record
-from distiller.pipeline import ChangeOutcome, deliveries_of, distill
-from distiller.reducers import REDUCERS
-from distiller.routing import ROUTING_FIELDS, routing_keys, scope_decision
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.lookups import MongoLookups
+from distiller.adapters.secrets import DEFAULT_PREFIX, PartnerSecrets
+from distiller.core.model import ChangeEvent
+from distiller.core.partners import partner_from_record
+from distiller.core.pipeline import ChangeOutcome, deliveries_of, distill
+from distiller.core.reducers import REDUCERS
+from distiller.core.routing import ROUTING_FIELDS, routing_keys, scope_decision
+from distiller.core.transitions import Transitions
+from distiller.deliver.dispatch import Dispatcher, RetrySchedule
+from distiller.deliver.log import DELIVERIES_COLLECTION
+from distiller.deliver.sender import WebhookSender
+from distiller.ingest.sources import change_events_from, change_events_from_text
 from distiller.runtime import DispatcherRuntime
 from distiller.settings import DispatcherSettings, MongoSettings
-from distiller.sources import change_events_from, change_events_from_text
-from distiller.transitions import Transitions
-from distiller.webhook_sender import WebhookSender
-from distiller.world import in_memory_database
+from distiller_tools.cli import main
+from distiller_tools.world import in_memory_database
 from tests.factories import as_change, oid, partner, raw_delete, raw_insert, raw_update, resume_token
 from tests.unit.test_sources import eventbridge, relaxed, sqs_batch, sqs_record, to_plain
 from tests.unit.test_template import ROOT, CfnLoader
@@ -274,7 +275,7 @@ def test_a_listing_whose_seller_is_missing_keeps_app_source_routing_and_logs_a_w
         users=[{"_id": oid(0x5F), "userDetails": {"organizationId": ORG}}],
     )
 
-    with caplog.at_level(logging.WARNING, logger="distiller.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="distiller.core.pipeline"):
         results = distill([as_change(raw_insert("seller_listings", listing), "line 3")], world)
 
     assert isinstance(results[0], ChangeOutcome), results

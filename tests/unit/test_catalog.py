@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from distiller.catalog import PLANNED, render
-from distiller.reducers import TABLES, all_events
+from distiller.core.reducers import TABLES, all_events
+from distiller_tools.catalog import PLANNED, render
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "spec" / "partner-api.txt"

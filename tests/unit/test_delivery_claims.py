@@ -7,7 +7,8 @@ import datetime as dt
 import mongomock
 import pytest
 
-from distiller.delivery_log import AttemptKey, ClaimHeld, MongoDeliveryLog
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.deliver.log import AttemptKey, ClaimHeld
 
 START = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 

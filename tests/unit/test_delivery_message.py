@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distiller.claim_check import INLINE_LIMIT_BYTES, PayloadRef, PayloadTooLarge
-from distiller.delivery import DeliveryMessage, DeliveryMessageError
-from distiller.dispatch import RetrySchedule
-from distiller.model import Delivery
+from distiller.core.model import Delivery
+from distiller.deliver.claim_check import INLINE_LIMIT_BYTES, PayloadRef, PayloadTooLarge
+from distiller.deliver.dispatch import RetrySchedule
+from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
 
 EVENT_ID = "3f" * 32
 

@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import pytest
 
-from distiller.file_links import LINK_LIFETIME, FileLinks
-from distiller.payloads import (
+from distiller.adapters.file_links import LINK_LIFETIME, FileLinks
+from distiller.core.payloads import (
     approved_document_payload,
     file_refs,
     files_at,

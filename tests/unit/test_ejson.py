@@ -9,7 +9,7 @@ from bson.binary import Binary
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distiller import ejson
+from distiller.core import ejson
 
 
 def reference(text: str):

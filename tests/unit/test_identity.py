@@ -4,9 +4,9 @@ import hashlib
 
 import mongomock
 
-from distiller.identity import event_id, event_key
-from distiller.lookups import MongoLookups
-from distiller.pipeline import deliveries_of, distill
+from distiller.adapters.lookups import MongoLookups
+from distiller.core.identity import event_id, event_key
+from distiller.core.pipeline import deliveries_of, distill
 from tests.factories import as_change, partner, raw_update
 
 TOKEN = "8263A1B2C3D4"

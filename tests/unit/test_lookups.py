@@ -6,9 +6,10 @@ import mongomock
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
-from distiller.ejson import id_string
-from distiller.lookups import LookupFailure, MongoLookups, id_forms
-from distiller.pipeline import deliveries_of, distill
+from distiller.adapters.lookups import MongoLookups
+from distiller.core.ejson import id_string
+from distiller.core.lookups import LookupFailure, id_forms
+from distiller.core.pipeline import deliveries_of, distill
 from tests.factories import CountingDatabase, as_change, oid, partner, raw_insert, raw_update
 
 ORG = "67e446a09d2eb254a3b130e7"
@@ -73,7 +74,7 @@ def test_a_string_and_an_object_id_sharing_a_hex_are_refused_as_ambiguous(databa
     database["users"].insert_one({"_id": twin, "userDetails": {"organizationId": "another-tenant"}})
     lookups = MongoLookups(database)
 
-    with caplog.at_level(logging.ERROR, logger="distiller.lookups"):
+    with caplog.at_level(logging.ERROR, logger="distiller.core.lookups"):
         found = lookups.documents("users", [twin, str(oid(4))])
 
     assert twin not in found

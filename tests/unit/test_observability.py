@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from distiller.ingest import IngestResult
+from distiller.ingest.batch import IngestResult
 from distiller.observability import tracer
-from distiller.relay import RelayResult
+from distiller.relay.loop import RelayResult
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ["api", "dispatcher", "distiller", "relay"]

@@ -1,4 +1,4 @@
-"""distiller.ops: dead-letter redrive (moto SQS, stubbed clients) and the delivery-log listing."""
+"""distiller_tools.ops: dead-letter redrive (moto SQS, stubbed clients) and the delivery-log listing."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from distiller.delivery import DeliveryMessage
-from distiller.delivery_log import DELIVERIES_COLLECTION, DeliveryAttempt, MongoDeliveryLog, log_line
-from distiller.ops import (
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.queues import SqsQueue
+from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_line
+from distiller.deliver.message import DeliveryMessage
+from distiller.ingest.sources import change_events_from_text
+from distiller_tools.ops import (
     REDRIVE_FIELD,
     NotRedrivable,
     RedriveError,
@@ -26,8 +29,6 @@ from distiller.ops import (
     redrive,
     redrive_body,
 )
-from distiller.queues import SqsQueue
-from distiller.sources import change_events_from_text
 from tests.factories import oid, raw_insert
 
 REGION = "us-east-2"

@@ -10,8 +10,8 @@ import json
 import pytest
 from bson import Decimal128, Int64
 
-from distiller.ejson import plain
-from distiller.reducers import REDUCERS
+from distiller.core.ejson import plain
+from distiller.core.reducers import REDUCERS
 from tests.factories import oid
 
 
@@ -217,7 +217,7 @@ def test_plain_json_values(value, expected):
 def test_dates_before_year_1000_are_still_iso_8601():
     import datetime as dt
 
-    from distiller.ejson import iso_utc
+    from distiller.core.ejson import iso_utc
 
     assert iso_utc(dt.datetime(1, 1, 1)) == "0001-01-01T00:00:00.000Z"
     assert iso_utc(dt.datetime(2026, 4, 21, 18, 0, 0, 123456, tzinfo=dt.UTC)) == "2026-04-21T18:00:00.123Z"

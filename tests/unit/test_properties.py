@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distiller import ejson
-from distiller.lookups import MongoLookups
-from distiller.model import ChangeEvent, RecordError
-from distiller.pipeline import ChangeOutcome, distill
-from distiller.sources import change_events_from, change_events_from_text
-from distiller.world import in_memory_database
+from distiller.adapters.lookups import MongoLookups
+from distiller.core import ejson
+from distiller.core.model import ChangeEvent, RecordError
+from distiller.core.pipeline import ChangeOutcome, distill
+from distiller.ingest.sources import change_events_from, change_events_from_text
+from distiller_tools.world import in_memory_database
 from tests.factories import oid, partner, raw_insert, raw_update
 from tests.unit.test_sources import canonical, docdb, eventbridge, relaxed, sqs_batch, sqs_record, to_plain
 

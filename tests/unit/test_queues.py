@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from distiller.queues import MAX_BATCH_BYTES, OutgoingMessage, SqsQueue
+from distiller.adapters.queues import MAX_BATCH_BYTES, OutgoingMessage, SqsQueue
 
 REGION = "us-east-2"
 KIB = 1024

@@ -5,10 +5,10 @@ import datetime as dt
 import pytest
 from bson import Decimal128
 
-from distiller.model import EmittedEvent
-from distiller.pipeline import ChangeOutcome, distill
-from distiller.reducers import REDUCERS
-from distiller.transitions import Transitions
+from distiller.core.model import EmittedEvent
+from distiller.core.pipeline import ChangeOutcome, distill
+from distiller.core.reducers import REDUCERS
+from distiller.core.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
 from tests.factories import post_image as _post_image
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distiller.reducers import REDUCERS
-from distiller.transitions import Transitions
+from distiller.core.reducers import REDUCERS
+from distiller.core.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
 from tests.factories import post_image as _post_image
 

@@ -9,8 +9,8 @@ import datetime as dt
 
 import pytest
 
-from distiller.reducers import REDUCERS
-from distiller.transitions import Transitions
+from distiller.core.reducers import REDUCERS
+from distiller.core.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
 from tests.factories import post_image as _post_image
 

@@ -6,9 +6,9 @@ deleted > sold > published > ownership_set > updated (the catch-all).
 
 import pytest
 
-from distiller.pipeline import ChangeOutcome, distill
-from distiller.reducers import REDUCERS
-from distiller.transitions import Transitions
+from distiller.core.pipeline import ChangeOutcome, distill
+from distiller.core.reducers import REDUCERS
+from distiller.core.transitions import Transitions
 from tests.factories import as_change, oid, raw_delete, raw_insert, raw_update
 
 LISTING = {

@@ -2,8 +2,8 @@
 
 import pytest
 
-from distiller.reducers import REDUCERS
-from distiller.transitions import Transitions
+from distiller.core.reducers import REDUCERS
+from distiller.core.transitions import Transitions
 from tests.factories import as_change, oid, raw_insert, raw_update
 
 USER = {

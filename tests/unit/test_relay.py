@@ -23,12 +23,12 @@ from bson import Timestamp
 from moto import mock_aws
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from distiller.cli import main as cli_main
-from distiller.lookups import MongoLookups
-from distiller.model import ChangeEvent
-from distiller.pipeline import deliveries_of, distill
-from distiller.queues import MAX_BATCH_BYTES, OutgoingMessage, SqsQueue
-from distiller.relay import (
+from distiller.adapters.lookups import MongoLookups
+from distiller.adapters.queues import MAX_BATCH_BYTES, OutgoingMessage, SqsQueue
+from distiller.core.model import ChangeEvent
+from distiller.core.pipeline import deliveries_of, distill
+from distiller.ingest.sources import change_events_from_text
+from distiller.relay.loop import (
     CHECKPOINTS_COLLECTION,
     DEFAULT_COLLECTIONS,
     DEFAULT_RELAY_NAME,
@@ -45,8 +45,8 @@ from distiller.relay import (
     serialise,
     trimmed_record,
 )
-from distiller.sources import change_events_from_text
-from distiller.world import in_memory_database
+from distiller_tools.cli import main as cli_main
+from distiller_tools.world import in_memory_database
 from tests.factories import oid, partner, raw_insert, raw_update
 
 # --- the scripted change stream -----------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_changes_are_forwarded_in_order_in_batches_of_ten_and_the_last_sent_toke
     script = [user_registered(n) for n in range(1, 7)] + [unwatched(7)] + [deal_created(n) for n in range(8, 14)]
     source = ScriptedSource(script)
 
-    with caplog.at_level(logging.WARNING, logger="distiller.relay"):
+    with caplog.at_level(logging.WARNING, logger="distiller.relay.loop"):
         result = make_relay(source, queue, store).run(stop_when_idle=True)
 
     expected = data(1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13)
@@ -472,7 +472,7 @@ def test_an_expired_or_unknown_token_stops_the_relay_loudly_and_keeps_the_checkp
     store.save("test-relay", token(99), at(99))  # a position the oplog no longer holds
     source = ScriptedSource([deal_created(n) for n in range(1, 4)], watch_error=lost(code))
 
-    with caplog.at_level(logging.ERROR, logger="distiller.relay"), pytest.raises(RelayError) as caught:
+    with caplog.at_level(logging.ERROR, logger="distiller.relay.loop"), pytest.raises(RelayError) as caught:
         make_relay(source, queue, store).run(max_seconds=5)
 
     message = str(caught.value)
@@ -507,7 +507,7 @@ def test_other_database_errors_propagate_unchanged(queue, store):
 def test_an_invalidate_event_stops_the_relay_loudly_and_is_never_skipped(queue, store, db, caplog):
     source = ScriptedSource([deal_created(1), deal_created(2), invalidate(3), deal_created(4)])
 
-    with caplog.at_level(logging.ERROR, logger="distiller.relay"), pytest.raises(RelayError) as caught:
+    with caplog.at_level(logging.ERROR, logger="distiller.relay.loop"), pytest.raises(RelayError) as caught:
         make_relay(source, queue, store).run(max_seconds=5)
 
     message = str(caught.value)
@@ -646,7 +646,7 @@ def test_without_a_dead_letter_queue_an_oversize_change_stops_the_relay_before_i
 def test_no_checkpoint_and_no_start_position_is_refused(queue, store, db, caplog):
     source = ScriptedSource([deal_created(1)])
 
-    with caplog.at_level(logging.ERROR, logger="distiller.relay"), pytest.raises(RelayError) as caught:
+    with caplog.at_level(logging.ERROR, logger="distiller.relay.loop"), pytest.raises(RelayError) as caught:
         make_relay(source, queue, store, start_at=None).run(stop_when_idle=True)
 
     message = str(caught.value)

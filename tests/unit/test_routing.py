@@ -2,8 +2,8 @@
 
 import pytest
 
-from distiller.partners import PartnerRecordError, partner_from_record
-from distiller.routing import (
+from distiller.core.partners import PartnerRecordError, partner_from_record
+from distiller.core.routing import (
     ROUTING_FIELDS,
     matching_subscription,
     references,

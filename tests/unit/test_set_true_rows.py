@@ -10,9 +10,9 @@ from bson import Decimal128, Int64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distiller.reducers import TABLES
-from distiller.reducers.rules import AllOf, SetTrue
-from distiller.transitions import Transitions
+from distiller.core.reducers import TABLES
+from distiller.core.reducers.rules import AllOf, SetTrue
+from distiller.core.transitions import Transitions
 from tests.factories import as_change, oid, raw_update
 from tests.factories import post_image as _post_image
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from distiller import signing
-from distiller.delivery import DeliveryMessage
-from distiller.dispatch import webhook_headers
-from distiller.signing import SIGNATURE_PREFIX, SignatureError, signature, verify
+from distiller.deliver import signing
+from distiller.deliver.dispatch import webhook_headers
+from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.signing import SIGNATURE_PREFIX, SignatureError, signature, verify
 
 SECRET = "whsec_5f3c9a1e7b2d4c6e8f0a1b2c3d4e5f60"
 TIMESTAMP = "2025-03-14T15:09:26.535Z"

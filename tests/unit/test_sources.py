@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from bson import Decimal128, Int64, ObjectId, Timestamp, json_util
 
-from distiller.model import ChangeEvent, RecordError
-from distiller.sources import change_events_from, change_events_from_text
+from distiller.core.model import ChangeEvent, RecordError
+from distiller.ingest.sources import change_events_from, change_events_from_text
 
 # --------------------------------------------------------------------------------------------
 # Shape builders (also used by test_properties.py)

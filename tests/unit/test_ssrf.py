@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distiller.ssrf import (
+from distiller.deliver.sender import SendResult, WebhookSender, header_problem
+from distiller.deliver.ssrf import (
     EndpointRefused,
     EndpointUnresolved,
     ResolvedEndpoint,
@@ -24,7 +25,6 @@ from distiller.ssrf import (
     resolve_endpoint,
     system_resolver,
 )
-from distiller.webhook_sender import SendResult, WebhookSender, header_problem
 from tests.network_guard import NetworkBlocked, block_network
 
 
@@ -273,11 +273,11 @@ def test_a_literal_address_refusal_may_name_the_address_the_partner_typed(url: s
 
 def test_the_sender_logs_the_resolved_address_for_operators_only(caplog: pytest.LogCaptureFixture) -> None:
     sender = WebhookSender(resolver=FakeResolver({"hooks.internal.example": ["10.1.2.3"]}))
-    with caplog.at_level(logging.WARNING, logger="distiller.webhook_sender"):
+    with caplog.at_level(logging.WARNING, logger="distiller.deliver.sender"):
         result = sender.post("https://hooks.internal.example/x", {}, b"{}")
     assert result.refused is True
     assert result.error == "endpoint refused: host 'hooks.internal.example' resolves to a private address (RFC 1918)"
-    [record] = [r for r in caplog.records if r.name == "distiller.webhook_sender"]
+    [record] = [r for r in caplog.records if r.name == "distiller.deliver.sender"]
     assert record.levelno == logging.WARNING
     assert "hooks.internal.example" in record.getMessage() and "10.1.2.3" in record.getMessage()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distiller.local.pipeline import QUEUES
+from distiller_tools.local.pipeline import QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from distiller.transitions import MISSING, Transitions, value_at
+from distiller.core.transitions import MISSING, Transitions, value_at
 from tests.factories import as_change, raw_insert, raw_update
 
 SIGNED = dt.datetime(2026, 4, 21, 14, 0, tzinfo=dt.UTC)

@@ -12,17 +12,20 @@ import boto3
 from botocore.config import Config
 from pymongo.database import Database
 
-from distiller.claim_check import PayloadStore, S3PayloadStore
-from distiller.delivery_log import DELIVERIES_COLLECTION, MongoDeliveryLog
-from distiller.dispatch import Dispatcher, RetrySchedule
-from distiller.file_links import FileLinks
-from distiller.ingest import RetryPolicy
-from distiller.lookups import Lookups, MongoLookups
-from distiller.mongo import connect_database
-from distiller.partner_secrets import PartnerSecrets
-from distiller.queues import SqsQueue
+from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.file_links import FileLinks
+from distiller.adapters.lookups import MongoLookups
+from distiller.adapters.mongo import connect_database
+from distiller.adapters.payload_store import S3PayloadStore
+from distiller.adapters.queues import SqsQueue
+from distiller.adapters.secrets import PartnerSecrets
+from distiller.core.lookups import Lookups
+from distiller.deliver.claim_check import PayloadStore
+from distiller.deliver.dispatch import Dispatcher, RetrySchedule
+from distiller.deliver.log import DELIVERIES_COLLECTION
+from distiller.deliver.sender import WebhookSender
+from distiller.ingest.batch import RetryPolicy
 from distiller.settings import DispatcherSettings, DistillerSettings, MongoSettings, SettingsError
-from distiller.webhook_sender import WebhookSender
 
 
 def payload_store(bucket: str | None) -> PayloadStore | None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
-from distiller.partner_secrets import DEFAULT_PREFIX
+from distiller.adapters.secrets import DEFAULT_PREFIX
 
 
 class SettingsError(RuntimeError):

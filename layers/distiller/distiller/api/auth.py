@@ -43,14 +43,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
 import jwt
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-from distiller.partner_secrets import DEFAULT_PREFIX, SecretUnavailable
 from distiller.settings import Env
 
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("HS256", "HS384", "HS512")
-SHARED_SECRET_SUFFIX = "/shared-secret"  # noqa: S105 - a name suffix, not a secret
 MAX_TOKEN_LENGTH = 8192
 """Longer bearer values are refused as malformed before any decoding."""
 
@@ -66,7 +62,6 @@ P_NOT_STRING = "p claim must be a string"
 OTHER_PARTNER = "token is for another partner"
 
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*")
-_SECRET_NAME_PARTNER_ID = re.compile(r"[A-Za-z0-9_.@+=-]{1,256}")
 _TIME_CLAIMS = ("exp", "iat", "nbf")
 _REQUIRED_CLAIMS = ("exp", "p")
 
@@ -274,47 +269,3 @@ class StaticSharedSecrets:
 
     def __repr__(self) -> str:
         return f"StaticSharedSecrets(partners={sorted(self._secrets)!r})"
-
-
-class SecretsManagerSharedSecrets:
-    """Shared secrets from AWS Secrets Manager (``{prefix}{partnerId}/shared-secret``) through powertools
-    Parameters, cached for ``max_age_seconds``.
-
-    A secret that does not exist, or a partnerId that cannot be part of a secret name (e.g. one with a
-    ``/``), is an unknown partner (None); any other failure raises `SecretUnavailable`. Values are
-    never logged. Not-found answers are not cached by powertools, so each one costs a Secrets Manager call.
-    """
-
-    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 300) -> None:
-        self.prefix = prefix
-        self.max_age_seconds = max_age_seconds
-
-    def name_for(self, partner_id: str) -> str:
-        return f"{self.prefix}{partner_id}{SHARED_SECRET_SUFFIX}"
-
-    def shared_secret(self, partner_id: str) -> str | None:
-        if not isinstance(partner_id, str) or not _SECRET_NAME_PARTNER_ID.fullmatch(partner_id):
-            return None
-        name = self.name_for(partner_id)
-        try:
-            value = parameters.get_secret(name, max_age=self.max_age_seconds)
-        except GetParameterError as exc:
-            if _is_not_found(exc):
-                return None
-            raise SecretUnavailable(f"secret {name} could not be read") from exc
-        if not isinstance(value, str) or not value.strip():
-            raise SecretUnavailable(f"secret {name} is empty or not text")
-        return value
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    """Powertools wraps the botocore error (as the implicit context) in a GetParameterError."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            break
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "ResourceNotFoundException" in str(exc)

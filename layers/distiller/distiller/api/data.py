@@ -1,7 +1,7 @@
 """Partner-scoped reads behind the /data endpoints.
 
 A partner reads exactly what routing would deliver to it. The webhookScope rules live once, in
-`distiller.routing`: `scope_filter` translates a collection's `RoutingFields` (the same table the
+`distiller.core.routing`: `scope_filter` translates a collection's `RoutingFields` (the same table the
 router reads) into a Mongo filter so lists page and count in the database, and every document a
 query returns is then decided again by `routing.matched_link`, the router's own decision. A
 document the filter let through but the router refuses is dropped and logged as an error (it
@@ -22,17 +22,16 @@ from typing import Any
 
 from pymongo.database import Database
 
+from distiller.adapters.file_links import FileLinks
 from distiller.api import dto
-from distiller.delivery_log import DELIVERIES_COLLECTION, NEWEST_FIRST, attempts_query
-from distiller.ejson import id_string, plain
-from distiller.file_links import FileLinks
-from distiller.lookups import id_forms, unambiguous_by_id
-from distiller.partners import Partner
-from distiller.pipeline import linked_deal_ids
-from distiller.reducers import REDUCERS
-from distiller.reducers.deals import TITLE_FILES
-from distiller.reducers.signatures import SIGNED_FILES
-from distiller.routing import (
+from distiller.core.ejson import id_string, plain
+from distiller.core.lookups import id_forms, unambiguous_by_id
+from distiller.core.partners import Partner
+from distiller.core.pipeline import linked_deal_ids
+from distiller.core.reducers import REDUCERS
+from distiller.core.reducers.deals import TITLE_FILES
+from distiller.core.reducers.signatures import SIGNED_FILES
+from distiller.core.routing import (
     ROUTING_FIELDS,
     Borrowed,
     References,
@@ -42,6 +41,7 @@ from distiller.routing import (
     routing_keys,
     routing_keys_via_deals,
 )
+from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, attempts_query
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from distiller.ejson import id_string, plain
-from distiller.payloads import OFFER_STATUS_FOR_PARTNERS, field_id, field_value, signers_of
-from distiller.transitions import MISSING, value_at
+from distiller.core.ejson import id_string, plain
+from distiller.core.payloads import OFFER_STATUS_FOR_PARTNERS, field_id, field_value, signers_of
+from distiller.core.transitions import MISSING, value_at
 
 #: The dates each deal party carries (`buyer{...}`, `seller{...}` in PartnerDealResponse).
 PARTY_DATES = (

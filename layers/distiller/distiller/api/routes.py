@@ -17,16 +17,16 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
+from distiller.adapters.file_links import FileLinks
+from distiller.adapters.queues import MessageQueue, OutgoingMessage
 from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authenticate
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
 from distiller.api.rate_limit import RateLimit, RateLimiter
-from distiller.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
-from distiller.delivery import DeliveryMessage
-from distiller.ejson import id_string, iso_utc
-from distiller.file_links import FileLinks
-from distiller.partners import Partner
-from distiller.queues import MessageQueue, OutgoingMessage
+from distiller.core.ejson import id_string, iso_utc
+from distiller.core.partners import Partner
+from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
+from distiller.deliver.message import DeliveryMessage
 
 API_TITLE = "PrivateAuto Partner API: /data"
 API_VERSION = "1.1.2"

@@ -6,15 +6,15 @@ import boto3
 from botocore.config import Config
 from pymongo.database import Database
 
-from distiller.api.auth import AuthSettings, SecretsManagerSharedSecrets
+from distiller.adapters.file_links import FileLinks
+from distiller.adapters.lookups import MongoLookups
+from distiller.adapters.mongo import connect_database
+from distiller.adapters.queues import SqsQueue
+from distiller.adapters.secrets import DEFAULT_PREFIX, SecretsManagerSharedSecrets
+from distiller.api.auth import AuthSettings
 from distiller.api.data import PartnerData
 from distiller.api.rate_limit import RATE_LIMITS_COLLECTION, MongoRateLimiter, RateLimit
 from distiller.api.routes import DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_LIMIT, ApiLimits, ApiRuntime
-from distiller.file_links import FileLinks
-from distiller.lookups import MongoLookups
-from distiller.mongo import connect_database
-from distiller.partner_secrets import DEFAULT_PREFIX
-from distiller.queues import SqsQueue
 from distiller.runtime import payload_store
 from distiller.settings import Env, MongoSettings, SettingsError
 

@@ -1,0 +1,1 @@
+"""Every client of the outside world in one place: MongoDB, SQS, Secrets Manager, S3."""

@@ -1,0 +1,84 @@
+"""Partner webhook secrets from AWS Secrets Manager, through powertools Parameters (cached).
+
+The cache is short so a rotation reaches the next retry; values are never logged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+DEFAULT_PREFIX = "trigger-distiller/partners/"
+SHARED_SECRET_SUFFIX = "/shared-secret"  # noqa: S105 - a name suffix, not a secret
+_SECRET_NAME_PARTNER_ID = re.compile(r"[A-Za-z0-9_.@+=-]{1,256}")
+"""Partner ids that can be part of a secret name; any other is an unknown partner."""
+WEBHOOK_SECRET_SUFFIX = "/webhook-secret"  # noqa: S105 - a name suffix, not a secret
+
+
+class SecretUnavailable(RuntimeError):
+    """The partner's secret could not be read; the message names the secret, never its value."""
+
+
+class PartnerSecrets:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 30) -> None:
+        self.prefix = prefix
+        self.max_age_seconds = max_age_seconds
+
+    def name_for(self, partner_id: str) -> str:
+        return f"{self.prefix}{partner_id}{WEBHOOK_SECRET_SUFFIX}"
+
+    def webhook_secret(self, partner_id: str) -> str:
+        name = self.name_for(partner_id)
+        try:
+            value = parameters.get_secret(name, max_age=self.max_age_seconds)
+        except GetParameterError as exc:
+            raise SecretUnavailable(f"secret {name} could not be read") from exc
+        if not isinstance(value, str) or not value:
+            raise SecretUnavailable(f"secret {name} is empty or not text")
+        return value
+
+
+class SecretsManagerSharedSecrets:
+    """Shared secrets from AWS Secrets Manager (``{prefix}{partnerId}/shared-secret``) through powertools
+    Parameters, cached for ``max_age_seconds``.
+
+    A secret that does not exist, or a partnerId that cannot be part of a secret name (e.g. one with a
+    ``/``), is an unknown partner (None); any other failure raises `SecretUnavailable`. Values are
+    never logged. Not-found answers are not cached by powertools, so each one costs a Secrets Manager call.
+    """
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 300) -> None:
+        self.prefix = prefix
+        self.max_age_seconds = max_age_seconds
+
+    def name_for(self, partner_id: str) -> str:
+        return f"{self.prefix}{partner_id}{SHARED_SECRET_SUFFIX}"
+
+    def shared_secret(self, partner_id: str) -> str | None:
+        if not isinstance(partner_id, str) or not _SECRET_NAME_PARTNER_ID.fullmatch(partner_id):
+            return None
+        name = self.name_for(partner_id)
+        try:
+            value = parameters.get_secret(name, max_age=self.max_age_seconds)
+        except GetParameterError as exc:
+            if _is_not_found(exc):
+                return None
+            raise SecretUnavailable(f"secret {name} could not be read") from exc
+        if not isinstance(value, str) or not value.strip():
+            raise SecretUnavailable(f"secret {name} is empty or not text")
+        return value
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    """Powertools wraps the botocore error (as the implicit context) in a GetParameterError."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "ResourceNotFoundException" in str(exc)

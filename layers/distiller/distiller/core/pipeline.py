@@ -1,0 +1,370 @@
+"""The path of a batch of change events: reducer → router → payload → deliveries.
+
+Pure apart from the `Lookups` port: no AWS, no I/O of its own. Lookups for a whole batch are
+made together (one `$in` per collection), and one bad record becomes a `RecordError` next to
+the others' results instead of failing the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from distiller.core.ejson import id_string, plain
+from distiller.core.identity import event_id, event_key
+from distiller.core.lookups import Lookups
+from distiller.core.model import DOCUMENT_OPERATIONS, ChangeEvent, Delivery, EmittedEvent, RecordError
+from distiller.core.partners import Partner
+from distiller.core.reducers import REDUCERS
+from distiller.core.reducers.rules import Reducer, Row
+from distiller.core.routing import (
+    ROUTING_FIELDS,
+    RoutingKeys,
+    matched_link,
+    matching_subscription,
+    references,
+    routing_keys,
+    routing_keys_via_deals,
+    scope_decision,
+)
+from distiller.core.transitions import MISSING, Transitions, value_at
+
+logger = logging.getLogger(__name__)
+
+
+
+class FileLinks(Protocol):
+    """Signs a stored file's key into a short-lived link (`distiller.adapters.file_links.FileLinks`)."""
+
+    def link(self, key: str, filename: str) -> dict[str, Any]:
+        """`{filename, signedUrl, expiresAt}` for the file at `key`."""
+        ...
+
+
+@dataclass(slots=True)
+class PartnerRouting:
+    """Why one partner did or did not receive one change's events (the --explain answer)."""
+
+    partner_id: str
+    routed: bool
+    why: str
+    events: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ChangeOutcome:
+    """Everything the distiller decided about one change event."""
+
+    change: ChangeEvent
+    events: list[EmittedEvent] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    partners: list[PartnerRouting] = field(default_factory=list)
+    note: str | None = None
+    linked_deals: list[dict[str, Any]] = field(default_factory=list)
+    error: RecordError | None = None
+    """Set in --explain mode when the change could not be routed (e.g. its deal is missing)."""
+
+    def explain(self) -> dict[str, Any]:
+        change = self.change
+        return {
+            "origin": change.origin,
+            "source": change.source,
+            "collection": change.collection,
+            "operationType": change.operation_type,
+            "documentId": id_string(change.document_id),
+            "resumeToken": change.resume_token,
+            "preImage": change.has_pre_image,
+            "events": [
+                {"event": e.event, "emissionIndex": e.emission_index, "trigger": e.trigger, **e.detail}
+                for e in self.events
+            ],
+            "partners": [
+                {"partnerId": p.partner_id, "routed": p.routed, "why": p.why, "events": p.events} for p in self.partners
+            ],
+            "deliveries": len(self.deliveries),
+            **({"linkedDeals": self.linked_deals} if self.linked_deals else {}),
+            **({"note": self.note} if self.note else {}),
+        }
+
+
+@dataclass(slots=True)
+class _Work:
+    change: ChangeEvent
+    reducer: Reducer
+    outcome: ChangeOutcome
+    document: dict[str, Any] | None = None
+    rows: list[tuple[Row, dict[str, Any]]] = field(default_factory=list)
+    index: int = 0
+    found: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Documents routing borrows values from, by `(collection, id)` (`routing.references`)."""
+    linked: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    """(deal id, deal) for each deal the entity belongs to (documents, credit reports)."""
+
+
+class PartnerDirectory:
+    """Partners indexed by the values routing matches on, so a change only visits its candidates."""
+
+    def __init__(self, partners: list[Partner]) -> None:
+        self.partners = partners
+        self._order = {p.partner_id: i for i, p in enumerate(partners)}
+        self._by_id = {p.partner_id: p for p in partners}
+        self._by_org: dict[str, list[Partner]] = defaultdict(list)
+        for p in partners:
+            if p.organization_id:
+                self._by_org[p.organization_id].append(p)
+
+    def candidates(self, keys: RoutingKeys) -> list[Partner]:
+        """Partners that could match `keys` under some scope, in directory order."""
+        seen: dict[str, Partner] = {}
+        for _, value in keys.app_sources:
+            partner = self._by_id.get(value)
+            if partner is not None:
+                seen[partner.partner_id] = partner
+        for _, value in keys.organizations:
+            for partner in self._by_org.get(value, ()):
+                seen[partner.partner_id] = partner
+        if len(seen) < 2:
+            return list(seen.values())
+        return sorted(seen.values(), key=lambda p: self._order[p.partner_id])
+
+
+def distill(
+    items: Iterable[ChangeEvent | RecordError],
+    lookups: Lookups,
+    *,
+    explain: bool = False,
+    file_links: FileLinks | None = None,
+) -> list[ChangeOutcome | RecordError]:
+    """Distill a batch: one result per input item, in input order.
+
+    `LookupFailure` propagates: the database being unreachable is a reason to retry the batch,
+    not to drop or park its records.
+    """
+    results: list[ChangeOutcome | RecordError] = []
+    work: list[_Work] = []
+    for item in items:
+        if isinstance(item, RecordError):
+            results.append(item)
+            continue
+        outcome = ChangeOutcome(item)
+        results.append(outcome)
+        reducer = REDUCERS.get(item.collection)
+        if item.operation_type not in DOCUMENT_OPERATIONS:
+            outcome.note = (
+                f"{item.operation_type}: no partner event (physical deletes and stream events carry no document)"
+            )
+        elif reducer is None:
+            outcome.note = f"no reducer for collection {item.collection!r}"
+        else:
+            work.append(_Work(item, reducer, outcome, index=len(results) - 1))
+
+    if work:
+        _resolve_documents(work, lookups, results)
+        work = [w for w in work if w.document is not None]
+        _reduce(work, results)
+        work = [w for w in work if w.rows]
+        _resolve_linked_deals(work, lookups, results, explain)
+        work = [w for w in work if isinstance(results[w.index], ChangeOutcome) and w.rows]
+        _resolve_references(work, lookups)
+        directory = PartnerDirectory(lookups.partners()) if work else PartnerDirectory([])
+        for w in work:
+            try:
+                _route(w, directory, explain, file_links)
+            except Exception as exc:  # one unroutable record must not take the batch down
+                logger.exception("routing failed on %s", w.change.origin)
+                _replace(results, w, RecordError(w.change.origin, f"routing failed: {exc!r}"))
+    return results
+
+
+def _replace(results: list[ChangeOutcome | RecordError], w: _Work, error: RecordError) -> None:
+    results[w.index] = error
+
+
+def _resolve_documents(work: list[_Work], lookups: Lookups, results: list[ChangeOutcome | RecordError]) -> None:
+    """Use each change's post-image; fetch the ones an update arrived without, in one query per collection."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for w in work:
+        if w.change.full_document is not None:
+            w.document = w.change.full_document
+        else:
+            wanted[w.change.collection].add(id_string(w.change.document_id) or "")
+    fetched = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
+    for w in work:
+        if w.document is None:
+            doc_id = id_string(w.change.document_id) or ""
+            w.document = fetched[w.change.collection].get(doc_id)
+            if w.document is None:
+                _replace(
+                    results,
+                    w,
+                    RecordError(
+                        w.change.origin,
+                        f"{w.change.operation_type} of {w.change.collection} {doc_id} carries no fullDocument "
+                        "and the document was not found",
+                    ),
+                )
+
+
+def _reduce(work: list[_Work], results: list[ChangeOutcome | RecordError]) -> None:
+    for w in work:
+        try:
+            w.rows = w.reducer.emissions(Transitions(w.change, w.document))
+        except Exception as exc:  # a record the rules cannot read must not take the batch down
+            logger.exception("reducer %s failed on %s", w.reducer.collection, w.change.origin)
+            _replace(results, w, RecordError(w.change.origin, f"{w.reducer.collection} reducer failed: {exc!r}"))
+            w.rows = []
+            continue
+        w.outcome.events = [
+            EmittedEvent(r.event, index, f"{w.change.collection} {r.describe()}", detail)
+            for index, (r, detail) in enumerate(w.rows)
+        ]
+        if not w.rows:
+            w.outcome.note = "no trigger row matched this change"
+
+
+def _resolve_references(work: list[_Work], lookups: Lookups) -> None:
+    """Documents routing borrows values from (a listing's seller, a deal's offer), for every entity and
+    every linked deal of the batch: one query per collection."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    refs: list[list[tuple[str, str]]] = []
+    for w in work:
+        fields = ROUTING_FIELDS.get(w.change.collection)
+        mine = references(fields, w.document) if fields is not None and w.document is not None else []
+        mine += [ref for _, deal in w.linked if deal is not None for ref in references(ROUTING_FIELDS["deals"], deal)]
+        refs.append(mine)
+        for collection, ref_id in mine:
+            wanted[collection].add(ref_id)
+    fetched = {collection: lookups.documents(collection, ids) for collection, ids in wanted.items()}
+    for w, mine in zip(work, refs, strict=True):
+        for collection, ref_id in mine:
+            document = fetched[collection].get(ref_id)
+            if document is None:
+                logger.warning("%s %s referenced by %s not found", collection, ref_id, w.change.origin)
+            else:
+                w.found[(collection, ref_id)] = document
+
+
+def linked_deal_ids(reducer: Reducer, document: dict[str, Any]) -> list[str]:
+    ids: list[str] = []
+    for path in reducer.linked_deals:
+        value = value_at(document, path)
+        for item in value if isinstance(value, list) else [value]:
+            text = id_string(plain(item)) if item is not MISSING and item is not None else None
+            if text and text not in ids:
+                ids.append(text)
+    return ids
+
+
+def _resolve_linked_deals(
+    work: list[_Work], lookups: Lookups, results: list[ChangeOutcome | RecordError], explain: bool
+) -> None:
+    """Documents and credit reports route through their deals: fetched together, one query per batch.
+
+    A deal that cannot be found (not replicated yet, or a broken link) makes the record a
+    retryable error: reported, and retried like any lookup failure, never silently dropped.
+    """
+    wanted: set[str] = set()
+    for w in work:
+        if w.reducer.linked_deals and w.document is not None:
+            w.linked = [(deal_id, None) for deal_id in linked_deal_ids(w.reducer, w.document)]
+            wanted.update(deal_id for deal_id, _ in w.linked)
+    if not wanted:
+        return
+    deals = lookups.documents("deals", wanted)
+    for w in work:
+        if not w.linked:
+            continue
+        w.linked = [(deal_id, deals.get(deal_id)) for deal_id, _ in w.linked]
+        w.outcome.linked_deals = [{"dealId": deal_id, "found": deal is not None} for deal_id, deal in w.linked]
+        missing = [deal_id for deal_id, deal in w.linked if deal is None]
+        if missing:
+            logger.error("linked deal(s) %s of %s not found", ", ".join(missing), w.change.origin)
+            error = RecordError(
+                w.change.origin,
+                f"{w.change.collection} {id_string(w.change.document_id)}: linked deal(s) "
+                f"{', '.join(missing)} not found",
+                retryable=True,
+            )
+            if explain:  # keep the explanation (which lookup failed) and report the error beside it
+                w.outcome.error = error
+                w.outcome.note = f"not routed: {error.reason} (retried like a lookup failure)"
+                w.rows = []
+            else:
+                _replace(results, w, error)
+
+
+def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: FileLinks | None) -> None:
+    assert w.document is not None
+    change, document = w.change, w.document
+    per_deal: list[tuple[str, RoutingKeys]] = []
+    if w.reducer.linked_deals:
+        keys, per_deal = routing_keys_via_deals(w.linked, w.found)
+        if not per_deal and explain:
+            w.outcome.note = f"no linked deal ({', '.join(w.reducer.linked_deals)} empty): routed to nobody"
+    else:
+        keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.found)
+    deals = dict(w.linked)
+    files: dict[int, list[dict[str, Any]]] = {}
+    bodies: dict[str | None, list[dict[str, Any]]] = {}
+
+    def bodies_for(deal_id: str | None) -> list[dict[str, Any]]:
+        """The event bodies as a partner reaching the entity through `deal_id` receives them (built once)."""
+        if deal_id not in bodies:
+            linked_deal = deals.get(deal_id) if deal_id is not None else None
+            built = []
+            for index, (r, detail) in enumerate(w.rows):
+                body = (r.payload or w.reducer.payload)(document, detail, linked_deal)
+                if r.files is not None:
+                    if index not in files:
+                        files[index] = [_file_entry(file_links, key, name) for key, name in r.files(document)]
+                    body["documents"] = files[index]
+                built.append(body)
+            bodies[deal_id] = built
+        return bodies[deal_id]
+
+    for partner in directory.partners if explain else directory.candidates(keys):
+        routing: PartnerRouting | None = None
+        if explain:
+            decision = scope_decision(partner, keys)
+            routing = PartnerRouting(partner.partner_id, decision.routed, decision.why)
+            w.outcome.partners.append(routing)
+            if not decision.routed:
+                continue
+        elif matched_link(partner, keys) is None:
+            continue
+        # A document on several deals reaches each partner with the deal that partner is on.
+        deal_id = next((d for d, k in per_deal if matched_link(partner, k) is not None), None)
+        for emitted, (r, _), body in zip(w.outcome.events, w.rows, bodies_for(deal_id), strict=True):
+            pattern = matching_subscription(partner.events, emitted.event)
+            if routing is not None:
+                routing.events[emitted.event] = (
+                    f"not subscribed (events: {list(partner.events)})"
+                    if pattern is None
+                    else f"delivered (subscribed by {pattern!r})"
+                )
+            if pattern is None:
+                continue
+            key = event_key(change.resume_token, partner.partner_id, emitted.event, emitted.emission_index)
+            eid = event_id(key)
+            entity_type = r.entity_type or w.reducer.entity_type
+            payload = {"id": body.get("id"), "eventId": eid, "eventKey": key, "entityType": entity_type}
+            payload.update(body)
+            if deal_id is not None and "dealId" in payload:
+                payload["dealId"] = deal_id
+            w.outcome.deliveries.append(Delivery(partner.partner_id, emitted.event, eid, key, payload))
+
+
+def _file_entry(file_links: FileLinks | None, key: str, filename: str) -> dict[str, Any]:
+    if file_links is None:  # no signer configured (a dry run without a bucket): name the file only
+        return {"filename": filename, "signedUrl": None, "expiresAt": None}
+    return file_links.link(key, filename)
+
+
+def deliveries_of(results: Iterable[ChangeOutcome | RecordError]) -> list[Delivery]:
+    return [d for r in results if isinstance(r, ChangeOutcome) for d in r.deliveries]
+
+
+__all__ = ["ChangeOutcome", "PartnerRouting", "deliveries_of", "distill"]

@@ -1,0 +1,186 @@
+"""Who may receive an entity's events: the spec's webhookScope table and subscription wildcards.
+
+The same rules decide what a partner may read through /data, so they take a document and a
+partner and nothing else: no reducer, no change event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from distiller.core.ejson import id_string, plain
+from distiller.core.partners import Partner
+from distiller.core.transitions import MISSING, value_at
+
+
+@dataclass(frozen=True, slots=True)
+class Borrowed:
+    """Routing values an entity takes from a document it references (looked up once per batch)."""
+
+    collection: str
+    id_path: str
+    app_source: tuple[str, ...] = ()
+    organization: tuple[str, ...] = ()
+    only_without_own_organization: bool = False
+    """Borrow only when the entity carries no organization of its own (a listing's seller)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingFields:
+    """The fields of one collection that the webhookScope table routes on."""
+
+    app_source: tuple[str, ...]
+    organization: tuple[str, ...]
+    borrowed: tuple[Borrowed, ...] = ()
+
+
+ROUTING_FIELDS: dict[str, RoutingFields] = {
+    # "Only if offer.appSource === partnerId or deal.appSource === partnerId": a deal also routes on
+    # the appSource of the offer it came from (`offerId`), whether or not it carries its own.
+    "deals": RoutingFields(
+        ("appSource",),
+        ("buyer.organizationId", "seller.organizationId"),
+        borrowed=(Borrowed("offers", "offerId", app_source=("appSource",)),),
+    ),
+    "offers": RoutingFields(("appSource",), ("offeredByOrganizationId", "offeredToOrganizationId")),
+    # "Listing owner is in partner.organizationId": a listing without an organization of its own
+    # routes through its seller user.
+    "seller_listings": RoutingFields(
+        ("appSource",),
+        ("organizationId",),
+        borrowed=(
+            Borrowed(
+                "users", "sellerId", organization=("userDetails.organizationId",), only_without_own_organization=True
+            ),
+        ),
+    ),
+    "users": RoutingFields(("appRegisteredFrom",), ("userDetails.organizationId",)),
+}
+
+References = Mapping[tuple[str, str], dict[str, Any]]
+"""Borrowed-from documents by `(collection, id)`, as `references` names them."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingKeys:
+    """An entity's routing values, each with the field it came from (for --explain)."""
+
+    app_sources: tuple[tuple[str, str], ...] = ()
+    organizations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    routed: bool
+    why: str
+
+
+def _values(document: dict[str, Any] | None, paths: tuple[str, ...], label: str = "") -> list[tuple[str, str]]:
+    found = []
+    for path in paths:
+        value = value_at(document, path) if document is not None else MISSING
+        if value is not MISSING and value is not None and value != "":
+            found.append((label + path, id_string(plain(value)) or ""))
+    return found
+
+
+def _links(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[Borrowed, str]]:
+    """Each borrowed link the entity uses, with the referenced id (a listing with an organization of
+    its own does not borrow its seller's)."""
+    own_organization = bool(_values(document, fields.organization))
+    links = []
+    for borrowed in fields.borrowed:
+        if borrowed.only_without_own_organization and own_organization:
+            continue
+        ref = value_at(document, borrowed.id_path)
+        if ref is not MISSING and ref is not None and ref != "":
+            links.append((borrowed, id_string(plain(ref)) or ""))
+    return links
+
+
+def references(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[str, str]]:
+    """`(collection, id)` of every document the entity borrows routing values from, to look up."""
+    return [(borrowed.collection, ref_id) for borrowed, ref_id in _links(fields, document)]
+
+
+def routing_keys(fields: RoutingFields, document: dict[str, Any], found: References | None = None) -> RoutingKeys:
+    """Routing values of one entity; `found` holds the documents `references` asked for."""
+    app_sources = _values(document, fields.app_source)
+    organizations = _values(document, fields.organization)
+    for borrowed, ref_id in _links(fields, document):
+        target = (found or {}).get((borrowed.collection, ref_id))
+        if target is not None:
+            label = f"{borrowed.id_path}→{borrowed.collection}."
+            app_sources += _values(target, borrowed.app_source, label)
+            organizations += _values(target, borrowed.organization, label)
+    return RoutingKeys(tuple(app_sources), tuple(organizations))
+
+
+def matched_link(partner: Partner, keys: RoutingKeys) -> str | None:
+    """The routing field through which the partner's webhookScope reaches the entity, or None.
+
+    The one implementation of the webhookScope table: the distiller's router and the /data
+    read API both decide through it.
+    """
+    if not partner.active:
+        return None
+    if partner.webhook_scope != "organization":
+        for field_name, value in keys.app_sources:
+            if value == partner.partner_id:
+                return field_name
+    if partner.webhook_scope != "appSource" and partner.organization_id is not None:
+        for field_name, value in keys.organizations:
+            if value == partner.organization_id:
+                return field_name
+    return None
+
+
+def scope_decision(partner: Partner, keys: RoutingKeys) -> Decision:
+    """`matched_link`, with the reason spelled out (for --explain and logs)."""
+    if not partner.active:
+        return Decision(False, "partner is inactive")
+    hit = matched_link(partner, keys)
+    scope = partner.webhook_scope
+    if hit is not None:
+        value = partner.partner_id if any(f == hit for f, _ in keys.app_sources) else partner.organization_id
+        return Decision(True, f"scope {scope}: {hit} = {value!r}")
+    reasons = []
+    if scope != "organization":
+        seen = ", ".join(f"{f}={v!r}" for f, v in keys.app_sources) or "no appSource on the entity"
+        reasons.append(f"appSource does not match ({seen})")
+    if scope != "appSource":
+        if partner.organization_id is None:
+            reasons.append("partner has no organizationId")
+        else:
+            seen = ", ".join(f"{f}={v!r}" for f, v in keys.organizations) or "no organization link on the entity"
+            reasons.append(f"organization {partner.organization_id!r} not linked ({seen})")
+    return Decision(False, f"scope {scope}: " + "; ".join(reasons))
+
+
+def matching_subscription(patterns: tuple[str, ...], event: str) -> str | None:
+    """The first subscription pattern that covers `event`: exact name, `family.*`, or `*`."""
+    for pattern in patterns:
+        if pattern == "*" or pattern == event:
+            return pattern
+        if pattern.endswith(".*") and event.startswith(pattern[:-1]):
+            return pattern
+    return None
+
+
+def routing_keys_via_deals(
+    linked: list[tuple[str, dict[str, Any] | None]], found: References | None = None
+) -> tuple[RoutingKeys, list[tuple[str, RoutingKeys]]]:
+    """Routing values of an entity that belongs to deals (documents, credit reports).
+
+    Returns the union over its deals (labelled `deal <id>.<field>`) and each deal's own keys,
+    so a caller can tell which deal a partner reaches it through.
+    """
+    deal_fields = ROUTING_FIELDS["deals"]
+    per_deal = [(deal_id, routing_keys(deal_fields, deal, found)) for deal_id, deal in linked if deal is not None]
+    union = RoutingKeys(
+        tuple((f"deal {d}.{f}", v) for d, k in per_deal for f, v in k.app_sources),
+        tuple((f"deal {d}.{f}", v) for d, k in per_deal for f, v in k.organizations),
+    )
+    return union, per_deal

@@ -1,0 +1,369 @@
+"""The Dispatcher function's logic: deliver one queued webhook, then retry, dead-letter or finish.
+
+For each delivery message:
+1. skip it if the partner is inactive, if this eventId was already delivered to the partner,
+   or if this very attempt was already processed (a redelivered SQS message);
+2. claim the attempt (a unique, leased entry in the delivery log): a copy of the message that
+   another invocation is already sending is put back until that lease ends, never POSTed twice;
+3. read the partner's endpoint and secret now (a rotation applies to retries), sign, POST;
+   an attempt that could not start in time (slots busy, invocation ending) goes back unchanged;
+4. on failure, requeue with the next delay of the schedule, or dead-letter after the last one;
+   a refused endpoint (SSRF, scheme, unusable partner record) is dead-lettered at once;
+5. log the attempt. Queue actions come before the log entry, so a crash in between repeats
+   the attempt rather than losing it; the log check in step 1 absorbs the repeat.
+
+Every dead letter carries its reason and has a log entry: on a message's last SQS receive
+(`final_receive`), an infrastructure failure parks it explicitly instead of letting SQS move
+it without either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from distiller.adapters.queues import MAX_DELAY_SECONDS, MessageQueue, OutgoingMessage
+from distiller.adapters.secrets import SecretUnavailable
+from distiller.core.ejson import iso_utc, utc_now
+from distiller.core.partners import Partner
+from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
+from distiller.deliver.log import AttemptKey, ClaimHeld, DeliveryAttempt, DeliveryLog
+from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.sender import USER_AGENT, SendResult, header_problem
+from distiller.deliver.signing import signature
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Outcome = Literal["delivered", "skipped", "retry-scheduled", "dead-lettered", "deferred"]
+"""`deferred`: no attempt was made (no time left, or another invocation holds it); the message
+went back on the retry queue unchanged."""
+
+FINISH_MARGIN_SECONDS = 5.0
+"""Time kept back after the last possible attempt for its queue send and log write."""
+
+
+class DispatchFailure(RuntimeError):
+    """Infrastructure failed (queue, log): the SQS message must be retried, not acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    """Delays before retry 1, 2, 3, ...; after the last one the delivery is dead-lettered."""
+
+    delays: tuple[int, ...] = (60, 300, 900)
+
+    @classmethod
+    def parse(cls, text: str) -> RetrySchedule:
+        try:
+            delays = tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError as exc:
+            raise ValueError(f"retry delays {text!r}: expected comma-separated whole seconds") from exc
+        if any(d < 0 or d > MAX_DELAY_SECONDS for d in delays):
+            raise ValueError(f"retry delays {text!r}: each must be 0..{MAX_DELAY_SECONDS} seconds (the SQS limit)")
+        return cls(delays)
+
+    def delay_after(self, attempts_made: int) -> int | None:
+        """Delay before the next attempt, or None when `attempts_made` exhausts the schedule."""
+        if attempts_made < 1:
+            raise ValueError(f"attempts_made must be >= 1, got {attempts_made}")
+        return self.delays[attempts_made - 1] if attempts_made <= len(self.delays) else None
+
+
+class Secrets(Protocol):
+    def webhook_secret(self, partner_id: str) -> str: ...
+
+
+class Sender(Protocol):
+    def post(self, url: str, headers: dict[str, str], body: bytes, *, start_by: float | None = None) -> SendResult: ...
+
+
+def _interleaved_by_partner(messages: Sequence[DeliveryMessage]) -> list[int]:
+    """Indices in round-robin order over partners, so a burst for one partner (bounded per host)
+    does not queue every worker behind it while other partners' deliveries wait."""
+    by_partner: dict[str, list[int]] = {}
+    for index, message in enumerate(messages):
+        by_partner.setdefault(message.partner_id, []).append(index)
+    order: list[int] = []
+    queues = list(by_partner.values())
+    for position in range(max(len(q) for q in queues)):
+        order.extend(q[position] for q in queues if position < len(q))
+    return order
+
+
+def webhook_headers(message: DeliveryMessage, secret: str, body: bytes) -> dict[str, str]:
+    """Exactly the spec's headers; the signature covers `{X-PA-Timestamp}.{body}`."""
+    return {
+        "Content-Type": "application/json",
+        "X-PA-Event": message.event,
+        "X-PA-Timestamp": message.emitted_at,
+        "X-PA-Signature": signature(secret, message.emitted_at, body),
+        "X-PA-Partner": message.partner_id,
+        "X-PA-Event-Id": message.event_id,
+        "User-Agent": USER_AGENT,
+    }
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        partners: Callable[[], list[Partner]],
+        secrets: Secrets,
+        sender: Sender,
+        log: DeliveryLog,
+        retry_queue: MessageQueue,
+        dead_letter_queue: MessageQueue,
+        schedule: RetrySchedule = RetrySchedule(),
+        clock: Callable[[], dt.datetime] = utc_now,
+        max_workers: int = 16,
+        attempt_budget_seconds: float = 10.0,
+        lease_seconds: float = 120.0,
+        partner_errors: Callable[[], Sequence[str]] = tuple,
+        payloads: PayloadStore | None = None,
+    ) -> None:
+        self._partners = partners
+        self._secrets = secrets
+        self._sender = sender
+        self._log = log
+        self._retry_queue = retry_queue
+        self._dead_letters = dead_letter_queue
+        self.schedule = schedule
+        self._clock = clock
+        self.max_workers = max_workers
+        self.attempt_budget_seconds = attempt_budget_seconds
+        self.lease_seconds = lease_seconds
+        """How long a claimed attempt is reserved: longer than an invocation can run."""
+        self._partner_errors = partner_errors
+        self._payloads = payloads
+
+    def dispatch_all(
+        self,
+        messages: Sequence[DeliveryMessage],
+        *,
+        remaining_seconds: float | None = None,
+        final_receive: Sequence[bool] | None = None,
+    ) -> list[Outcome | Exception]:
+        """Dispatch concurrently; one slow or failing delivery does not hold up the others.
+
+        `remaining_seconds` is the invocation's time left: no attempt starts unless a whole
+        attempt budget (and the finish margin) still fits, so queued work never outlives the
+        function. `final_receive[i]` says message i will not come back from SQS if it fails
+        now: it is parked with its reason instead of being returned for a retry.
+        """
+        if not messages:
+            return []
+
+        def unfinished(index: int, failure: Exception) -> Outcome | Exception:
+            if final_receive is not None and final_receive[index]:
+                return self.give_up(messages[index], f"last receive: {failure}") or failure
+            return failure
+
+        try:
+            partners = {p.partner_id: p for p in self._partners()}
+        except Exception as exc:  # the database is down: every message comes back, or is parked
+            failure = DispatchFailure(f"partner records unavailable: {exc}")
+            return [unfinished(index, failure) for index in range(len(messages))]
+        start_by = None
+        if remaining_seconds is not None:
+            start_by = time.monotonic() + remaining_seconds - self.attempt_budget_seconds - FINISH_MARGIN_SECONDS
+        # The same message twice in one batch (an SQS duplicate) would race past the log check.
+        first: dict[tuple[str, str, int, int], int] = {}
+        for index, message in enumerate(messages):
+            first.setdefault((message.partner_id, message.event_id, message.attempt, message.redrive), index)
+
+        def one(index: int) -> Outcome | Exception:
+            message = messages[index]
+            try:
+                if first[(message.partner_id, message.event_id, message.attempt, message.redrive)] != index:
+                    partner = partners.get(message.partner_id)
+                    url = partner.webhook_url if partner else None
+                    return self._skip(message, message.attempt + 1, url, "duplicate message in the same batch")
+                return self.dispatch(message, partners, start_by=start_by)
+            except DispatchFailure as exc:
+                failure: Exception = exc
+            except Exception as exc:  # a bug or a record nothing anticipated: this delivery only
+                logger.exception("delivery %s for %s failed unexpectedly", message.event_id, message.partner_id)
+                failure = DispatchFailure(f"unexpected {type(exc).__name__}: {exc}")
+            return unfinished(index, failure)
+
+        workers = max(1, min(self.max_workers, len(messages)))
+        results: list[Outcome | Exception | None] = [None] * len(messages)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
+            futures = {pool.submit(one, index): index for index in _interleaved_by_partner(messages)}
+            for future, index in futures.items():
+                results[index] = future.result()
+        assert all(r is not None for r in results)  # every index was submitted exactly once
+        return results  # type: ignore[return-value]
+
+    def dispatch(
+        self, message: DeliveryMessage, partners: dict[str, Partner], *, start_by: float | None = None
+    ) -> Outcome:
+        attempt = message.attempt + 1
+        partner = partners.get(message.partner_id)
+        if partner is None:
+            result = SendResult(False, error=self._missing_partner_reason(message.partner_id))
+            return self._finish_failed(message, attempt, None, result, final=True)
+        if not partner.active:
+            return self._skip(message, attempt, partner.webhook_url, "partner is inactive")
+        already = self._already_processed(message, attempt)
+        if already:
+            return self._skip(message, attempt, partner.webhook_url, already)
+        if not partner.webhook_url:
+            result = SendResult(False, error="partner has no webhook URL", refused=True)
+            return self._finish_failed(message, attempt, None, result, final=True)
+        problem = header_problem({"X-PA-Partner": message.partner_id, "X-PA-Event": message.event})
+        if problem is not None:  # e.g. a partnerId with a line break: no attempt can ever send it
+            result = SendResult(False, error=f"request refused: {problem}", refused=True)
+            return self._finish_failed(message, attempt, partner.webhook_url, result, final=True)
+        if start_by is not None and time.monotonic() > start_by:
+            return self._defer(message, 0, "not started: the invocation has no time left for a whole attempt")
+
+        key = AttemptKey(message.partner_id, message.event_id, attempt, message.redrive)
+        claim = self._logged(lambda: self._log.claim(key, self.lease_seconds))
+        if isinstance(claim, ClaimHeld):
+            return self._defer(message, claim.retry_in_seconds, claim.reason)
+
+        try:
+            message = message.with_payload(self._payloads)
+        except (PayloadTooLarge, PayloadUnavailable) as exc:
+            if isinstance(exc, PayloadUnavailable) and not exc.missing:  # the store is down: retry later
+                self._logged(lambda: self._log.release(key, claim))
+                raise DispatchFailure(str(exc)) from exc
+            # no store, or the object expired or was deleted: no later attempt can find it either
+            result = SendResult(False, error=str(exc))
+            return self._finish_failed(message, attempt, partner.webhook_url, result, final=True)
+        body = message.raw_body()
+        try:
+            secret = self._secrets.webhook_secret(partner.partner_id)
+        except SecretUnavailable as exc:
+            result = SendResult(False, error=str(exc))
+        else:
+            result = self._sender.post(
+                partner.webhook_url, webhook_headers(message, secret, body), body, start_by=start_by
+            )
+
+        if result.deferred:
+            self._logged(lambda: self._log.release(key, claim))
+            return self._defer(message, 0, result.error or "not started")
+        if result.delivered:
+            self._record(message, attempt, partner.webhook_url, "delivered", result)
+            return "delivered"
+        return self._finish_failed(message, attempt, partner.webhook_url, result, final=result.refused)
+
+    def give_up(self, message: DeliveryMessage, reason: str) -> Outcome | None:
+        """Dead-letter a message that cannot be retried any more, with its reason and, if the
+        log can be written, its entry; None when even the dead-letter queue refused it."""
+        attempt = message.attempt + 1
+        attempted_at = self._clock()
+        parked = message.after_attempt(iso_utc(attempted_at), reason)
+        if self._dead_letters.send([OutgoingMessage(parked.to_body())]):
+            return None
+        try:
+            self._record(message, attempt, None, "failed", SendResult(False, error=reason), dead_lettered=True)
+        except DispatchFailure as exc:  # the reason still travels with the dead letter
+            logger.error("dead-lettered %s for %s without a log entry: %s", message.event_id, message.partner_id, exc)
+        logger.warning("dead-lettered %s for %s: %s", message.event_id, message.partner_id, reason)
+        return "dead-lettered"
+
+    def _missing_partner_reason(self, partner_id: str) -> str:
+        problems = [e for e in self._partner_errors() if repr(partner_id) in e]
+        return f"partner record invalid: {problems[0]}" if problems else "partner not found"
+
+    def _defer(self, message: DeliveryMessage, delay: int, reason: str) -> Outcome:
+        """Put the message back unchanged: no attempt was made, so none is counted."""
+        self._send(self._retry_queue, OutgoingMessage(message.to_body(), min(delay, MAX_DELAY_SECONDS)), "retry queue")
+        logger.info(
+            "delivery deferred",
+            extra={"partnerId": message.partner_id, "eventId": message.event_id, "delay": delay, "reason": reason},
+        )
+        return "deferred"
+
+    def _logged(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except Exception as exc:
+            raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
+
+    def _already_processed(self, message: DeliveryMessage, attempt: int) -> str | None:
+        return self._logged(
+            lambda: self._log.already_processed(message.partner_id, message.event_id, attempt, message.redrive)
+        )
+
+    def _finish_failed(
+        self, message: DeliveryMessage, attempt: int, url: str | None, result: SendResult, *, final: bool
+    ) -> Outcome:
+        attempted_at = self._clock()
+        after = message.after_attempt(iso_utc(attempted_at), result.error)
+        delay = None if final else self.schedule.delay_after(attempt)
+        if delay is None:
+            self._send(self._dead_letters, OutgoingMessage(after.to_body()), "dead-letter queue")
+            self._record(message, attempt, url, "failed", result, dead_lettered=True, at=attempted_at)
+            logger.warning(
+                "dead-lettered %s for %s after attempt %d: %s",
+                message.event_id,
+                message.partner_id,
+                attempt,
+                result.error,
+            )
+            return "dead-lettered"
+        self._send(self._retry_queue, OutgoingMessage(after.to_body(), delay), "retry queue")
+        self._record(message, attempt, url, "failed", result, at=attempted_at)
+        return "retry-scheduled"
+
+    def _skip(self, message: DeliveryMessage, attempt: int, url: str | None, reason: str) -> Outcome:
+        self._record(message, attempt, url, "skipped", SendResult(False, error=reason))
+        return "skipped"
+
+    def _send(self, queue: MessageQueue, outgoing: OutgoingMessage, name: str) -> None:
+        if queue.send([outgoing]):
+            raise DispatchFailure(f"could not put the delivery on the {name}")
+
+    def _record(
+        self,
+        message: DeliveryMessage,
+        attempt: int,
+        url: str | None,
+        status: Literal["delivered", "failed", "skipped"],
+        result: SendResult,
+        *,
+        dead_lettered: bool = False,
+        at: dt.datetime | None = None,
+    ) -> None:
+        entry = DeliveryAttempt(
+            partner_id=message.partner_id,
+            event=message.event,
+            event_id=message.event_id,
+            attempt=attempt,
+            status=status,
+            url=url,
+            attempted_at=at or self._clock(),
+            payload=message.payload,
+            status_code=result.status_code,
+            response_body_excerpt=result.body_excerpt,
+            error=result.error,
+            dead_lettered=dead_lettered,
+            redrive=message.redrive,
+        )
+        try:
+            self._log.record(entry)
+        except Exception as exc:
+            raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
+        logger.info(
+            "delivery attempt",
+            extra={
+                "partnerId": message.partner_id,
+                "event": message.event,
+                "eventId": message.event_id,
+                "attempt": attempt,
+                "status": status,
+                "statusCode": result.status_code,
+                "error": result.error,
+                "deadLettered": dead_lettered,
+            },
+        )

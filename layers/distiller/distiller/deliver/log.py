@@ -1,0 +1,154 @@
+"""The delivery log: one Mongo document per attempt, shaped like the spec's webhook-deliveries response.
+
+Indexed for the /data filters (partner + status / event / date range, eventId) and expired by
+a TTL index on `attemptedAt`. It also answers the dispatcher's two questions before a POST:
+was this eventId already delivered to this partner (or this attempt already made), and may
+this invocation make the attempt now? The second is a claim: a unique insert of
+{partner, eventId, round, attempt} with a lease, so two dispatchers holding the same SQS
+message never both POST. A lease outlives the function timeout; only a crash between the
+POST and the log write lets an expired lease be taken over and the attempt repeated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bson import ObjectId
+from pymongo import DESCENDING
+
+from distiller.core.ejson import iso_utc
+
+DELIVERIES_COLLECTION = "webhook_deliveries"
+CLAIMS_COLLECTION = "webhook_delivery_claims"
+CLAIM_RETENTION = dt.timedelta(days=7)
+"""How long a claim is kept after its lease (longer than any message stays on a queue)."""
+EXCERPT_LIMIT = 1024
+"""Characters of the partner's response body kept per attempt."""
+
+DeliveryStatus = Literal["delivered", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    partner_id: str
+    event: str
+    event_id: str
+    attempt: int
+    status: DeliveryStatus
+    url: str | None
+    attempted_at: dt.datetime
+    payload: dict[str, Any]
+    status_code: int | None = None
+    response_body_excerpt: str | None = None
+    error: str | None = None
+    dead_lettered: bool = False
+    """This failed attempt was the last one: the delivery went to the dead-letter queue."""
+    redrive: int = 0
+
+    def to_document(self) -> dict[str, Any]:
+        document = {
+            "partnerId": self.partner_id,
+            "event": self.event,
+            "eventId": self.event_id,
+            "attempt": self.attempt,
+            "status": self.status,
+            "url": self.url,
+            "statusCode": self.status_code,
+            "attemptedAt": self.attempted_at,
+            "responseBodyExcerpt": (self.response_body_excerpt or "")[:EXCERPT_LIMIT] or None,
+            "error": self.error,
+            "deadLettered": self.dead_lettered,
+            "payload": self.payload,
+        }
+        if self.redrive:  # a round of attempts after an operator's redrive (absent means 0)
+            document["redrive"] = self.redrive
+        return document
+
+
+def log_line(document: dict[str, Any]) -> dict[str, Any]:
+    """A stored attempt as plain JSON (`--log` lines, the /data response): `id`, ISO dates."""
+    out = {("id" if k == "_id" else k): v for k, v in document.items()}
+    if isinstance(out.get("id"), ObjectId):
+        out["id"] = str(out["id"])
+    if isinstance(out.get("attemptedAt"), dt.datetime):
+        out["attemptedAt"] = iso_utc(out["attemptedAt"])
+    return out
+
+
+#: Newest first, ties by insertion: the order of the webhook-deliveries endpoint and the CLI.
+NEWEST_FIRST = [("attemptedAt", DESCENDING), ("_id", DESCENDING)]
+
+
+def attempts_query(
+    partner_id: str,
+    *,
+    status: str | None = None,
+    event: str | None = None,
+    date_from: dt.datetime | None = None,
+    date_to: dt.datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """The Mongo filter for one partner's attempts, as the spec's webhook-deliveries filters read:
+    `dateFrom`/`dateTo` are inclusive bounds on `attemptedAt` (UTC when no offset is given)."""
+    query: dict[str, Any] = {"partnerId": partner_id}
+    if status is not None:
+        query["status"] = status
+    if event is not None:
+        query["event"] = event
+    if event_id is not None:
+        query["eventId"] = event_id
+    bounds: dict[str, dt.datetime] = {}
+    if date_from is not None:
+        bounds["$gte"] = as_utc(date_from)
+    if date_to is not None:
+        bounds["$lte"] = as_utc(date_to)
+    if bounds:
+        query["attemptedAt"] = bounds
+    return query
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A datetime in UTC; one without an offset is taken to be UTC already."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptKey:
+    """One attempt of one delivery: what a claim is unique on."""
+
+    partner_id: str
+    event_id: str
+    attempt: int
+    redrive: int = 0
+
+    def fields(self) -> dict[str, Any]:
+        return {"partnerId": self.partner_id, "eventId": self.event_id, "round": self.redrive, "attempt": self.attempt}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimHeld:
+    """Another invocation holds the attempt; look again after `retry_in_seconds`."""
+
+    reason: str
+    retry_in_seconds: int
+
+
+class DeliveryLog(Protocol):
+    def record(self, attempt: DeliveryAttempt) -> None: ...
+
+    def claim(self, key: AttemptKey, lease_seconds: float) -> ClaimHeld | str:
+        """Take the attempt for `lease_seconds`: a claim token, or who holds it and for how long."""
+        ...
+
+    def release(self, key: AttemptKey, token: str) -> None:
+        """Give back an attempt that was claimed but not made (the invocation ran out of time)."""
+        ...
+
+    def already_processed(self, partner_id: str, event_id: str, attempt: int, redrive: int = 0) -> str | None:
+        """Why this attempt must not be made (already delivered, or this attempt already done), or None."""
+        ...
+
+
+__all__ = ["AttemptKey", "ClaimHeld", "DeliveryAttempt", "DeliveryLog", "log_line"]

@@ -1,0 +1,1 @@
+"""The change-stream relay and replay: a pymongo change stream onto the ingest queue."""

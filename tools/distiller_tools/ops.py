@@ -1,0 +1,742 @@
+"""Operations: redrive a dead-letter queue, and read the delivery log the way partners see it.
+
+`distiller dlq redrive` puts dead-lettered messages back to work:
+
+- **StartMessageMoveTask** (SQS's own redrive) is used when the bodies can go back unchanged
+  (`kind="raw"`, no `max_messages`): SQS moves them asynchronously and we report its task
+  handle. Without a destination, SQS returns each message to the queue it came from.
+- **Receive → send → delete**, batch by batch, everywhere else: when a body must be rewritten
+  on the way back (below; the move task can only move bodies as they are), when a count is
+  asked for (the move task takes a rate, not a count), when the endpoint has no move task
+  (moto, local emulators: detected from the error, see `_move_task_unsupported`) or when
+  asked (`use_move_task=False`). A message is deleted from the dead-letter queue only after
+  its send succeeded, so a crash in between duplicates a message rather than losing it;
+  duplicates are absorbed downstream (the Dispatcher's log check and the partners' eventId
+  dedupe; the Distiller's eventIds are deterministic).
+
+What goes back, per kind:
+
+- `delivery` (the delivery dead-letter queue): `DeliveryMessage` bodies. `attempt` is reset
+  to 0 and `lastError` cleared, so a redriven delivery gets the full retry schedule again
+  instead of being dead-lettered after one more failure (the Dispatcher dead-letters once
+  `attempt` exhausts the schedule). `eventId`, `eventKey`, `payload`, `emittedAt` and
+  `firstAttemptAt` are kept: the eventId is the partners' idempotency key, so one that was in
+  fact received before is recognised as a duplicate; the emission time is what every attempt
+  signs as `X-PA-Timestamp`; `firstAttemptAt` records when the delivery was first tried. A
+  `redrive` count is added: the Dispatcher's duplicate check tells this new round of attempts
+  from the one that was dead-lettered by it.
+- `ingest` (the ingest dead-letter queue): parked records `{"reason", "origin", "record"}`.
+  `record` goes back to the ingest queue as JSON; it is itself an accepted input shape.
+- `raw`: bodies unchanged.
+
+A body that does not fit its kind stays in the dead-letter queue and is counted, with why.
+
+`distiller deliveries` lists delivery attempts newest first with the filters of the spec's
+`GET /data/webhook-deliveries/:partnerId` (status, event, dateFrom/dateTo as --since/--until,
+plus eventId), from the Mongo delivery log or from the JSON Lines `distiller run --log` wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import IO, Any, Literal, TextIO
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from distiller.adapters.queues import OutgoingMessage, pack_batches
+from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, as_utc, attempts_query, log_line
+from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
+
+logger = logging.getLogger(__name__)
+
+RedriveKind = Literal["delivery", "ingest", "raw"]
+REDRIVE_KINDS: tuple[str, ...] = ("delivery", "ingest", "raw")
+DELIVERY_STATUSES: tuple[str, ...] = ("delivered", "failed", "skipped")
+
+REDRIVE_FIELD = "redrive"
+"""How many times a delivery was redriven. `DeliveryMessage` does not carry it yet, so it does
+not survive the next retry; the Dispatcher needs it (or an equivalent) to tell a redriven
+attempt 1 from a redelivered one (see `DeliveryLog.already_processed`)."""
+
+RECEIVE_VISIBILITY_SECONDS = 60
+"""How long a received dead letter stays hidden while it is sent on and deleted."""
+RECEIVE_WAIT_SECONDS = 1
+"""Long-poll wait per receive; an empty receive ends the move."""
+MAX_PROBLEMS = 50
+"""Per-message problems kept in a result (the counts are always complete)."""
+
+#: Error codes an endpoint answers when it has no StartMessageMoveTask.
+_UNSUPPORTED_CODES = {
+    "invalidaction",
+    "unknownoperation",
+    "unknownoperationexception",
+    "unsupportedoperation",
+    "aws.simplequeueservice.unsupportedoperation",
+    "notimplemented",
+    "notimplementedexception",
+    "501",
+}
+_UNSUPPORTED_WORDS = ("not implemented", "not been implemented", "unknown operation", "not supported")
+
+
+class RedriveError(RuntimeError):
+    """The redrive could not start (queue not found, destination unknown, AWS refused)."""
+
+
+@dataclass(slots=True)
+class RedriveResult:
+    method: Literal["move-task", "receive-send-delete"]
+    kind: str
+    source_url: str
+    destination_url: str | None
+    """None: each message goes back to its original source queue (move task only)."""
+    task_handle: str | None = None
+    approximate_messages: int | None = None
+    """Messages in the dead-letter queue when the move task started (the task is asynchronous)."""
+    fallback_reason: str | None = None
+    """Why StartMessageMoveTask was not used (method `receive-send-delete`)."""
+    moved: int = 0
+    left: int = 0
+    """Bodies that do not fit the kind: left in the dead-letter queue."""
+    send_failed: int = 0
+    """Not sent: left in the dead-letter queue, nothing lost."""
+    delete_failed: int = 0
+    """Sent, but still in the dead-letter queue: a later redrive sends them again."""
+    stopped: str | None = None
+    """Why the move stopped before the queue was empty."""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.left or self.send_failed or self.delete_failed or self.stopped)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "kind": self.kind,
+            "sourceUrl": self.source_url,
+            "destinationUrl": self.destination_url,
+            "taskHandle": self.task_handle,
+            "approximateMessages": self.approximate_messages,
+            "fallbackReason": self.fallback_reason,
+            "moved": self.moved,
+            "left": self.left,
+            "sendFailed": self.send_failed,
+            "deleteFailed": self.delete_failed,
+            "stopped": self.stopped,
+            "problems": self.problems,
+        }
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+
+
+class NotRedrivable(ValueError):
+    """A dead-letter body that does not fit the redrive kind; it stays where it is."""
+
+
+def redrive_body(body: str, kind: RedriveKind) -> str:
+    """The body to send back for one dead letter, or `NotRedrivable` saying why not."""
+    if kind == "raw":
+        return body
+    if kind == "delivery":
+        try:
+            message = DeliveryMessage.from_body(body)
+        except DeliveryMessageError as exc:
+            raise NotRedrivable(f"not a delivery message: {exc}") from exc
+        data = json.loads(replace(message, attempt=0, last_error=None).to_body())
+        previous = json.loads(body).get(REDRIVE_FIELD)
+        count = previous if isinstance(previous, int) and not isinstance(previous, bool) and previous >= 0 else 0
+        data[REDRIVE_FIELD] = count + 1
+        return json.dumps(data, separators=(",", ":"))
+    if kind == "ingest":
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise NotRedrivable(f"not a parked record: not JSON: {exc}") from exc
+        if not isinstance(data, dict) or not {"reason", "origin", "record"} <= data.keys():
+            raise NotRedrivable('not a parked record: expected {"reason", "origin", "record"}')
+        if data["record"] is None:
+            raise NotRedrivable("not a parked record: record is null")
+        if isinstance(data["record"], dict) and "trimmed" in data["record"]:
+            # the relay's oversize change: its documents were dropped, so it cannot be distilled
+            raise NotRedrivable("a trimmed oversize change holds no document: replay its time range instead")
+        return json.dumps(data["record"], separators=(",", ":"), ensure_ascii=False)
+    raise ValueError(f"unknown redrive kind {kind!r}; expected one of {', '.join(REDRIVE_KINDS)}")
+
+
+def redrive(
+    sqs_client: Any,
+    source_dlq_url: str,
+    destination_url: str | None = None,
+    *,
+    kind: RedriveKind = "raw",
+    max_messages: int | None = None,
+    use_move_task: bool = True,
+    wait_seconds: int | None = None,
+) -> RedriveResult:
+    """Move the messages of a dead-letter queue back to work (see the module docstring).
+
+    `destination_url` None: the queue the dead-letter queue serves (its redrive source; the
+    one named like it without `-dlq` when there are several). `wait_seconds`: long-poll wait
+    per receive (default `RECEIVE_WAIT_SECONDS`). Raises `RedriveError` when the move cannot
+    start; per-message problems are counted in the result instead.
+    """
+    if kind not in REDRIVE_KINDS:
+        raise ValueError(f"unknown redrive kind {kind!r}; expected one of {', '.join(REDRIVE_KINDS)}")
+    if max_messages is not None and max_messages < 1:
+        raise ValueError("max_messages must be at least 1")
+    if destination_url is not None and destination_url == source_dlq_url:
+        raise RedriveError("the destination is the dead-letter queue itself")
+
+    reason = _why_not_move_task(kind, max_messages, use_move_task)
+    if reason is None:
+        try:
+            return _start_move_task(sqs_client, source_dlq_url, destination_url, kind)
+        except _MoveTaskUnsupported as exc:
+            reason = f"StartMessageMoveTask is not supported by this endpoint ({exc})"
+            logger.info("falling back to receive/send/delete: %s", reason)
+
+    _queue_attributes(sqs_client, source_dlq_url, ["QueueArn"])  # both exist before anything moves
+    destination = destination_url or _source_queue_of(sqs_client, source_dlq_url)
+    if destination == source_dlq_url:
+        raise RedriveError("the destination is the dead-letter queue itself")
+    _queue_attributes(sqs_client, destination, ["QueueArn"])
+    result = RedriveResult(
+        method="receive-send-delete",
+        kind=kind,
+        source_url=source_dlq_url,
+        destination_url=destination,
+        fallback_reason=reason,
+    )
+    _move(sqs_client, result, kind, max_messages, RECEIVE_WAIT_SECONDS if wait_seconds is None else wait_seconds)
+    return result
+
+
+def _why_not_move_task(kind: str, max_messages: int | None, use_move_task: bool) -> str | None:
+    if not use_move_task:
+        return "not asked for (use_move_task=False)"
+    if kind != "raw":
+        rewrite = "attempt reset" if kind == "delivery" else "the parked record unwrapped"
+        return f"StartMessageMoveTask moves bodies unchanged; {kind} messages go back with {rewrite}"
+    if max_messages is not None:
+        return "StartMessageMoveTask cannot stop after a number of messages"
+    return None
+
+
+class _MoveTaskUnsupported(Exception):
+    pass
+
+
+def _move_task_unsupported(exc: BaseException) -> bool:
+    """The endpoint has no StartMessageMoveTask (rather than refusing this one)."""
+    if isinstance(exc, NotImplementedError | AttributeError):
+        return True  # moto in-process; a botocore without the operation
+    if not isinstance(exc, ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "")).lower()
+    message = str(error.get("Message", "")).lower()
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _UNSUPPORTED_CODES or status == 501:
+        return True
+    if any(words in message for words in _UNSUPPORTED_WORDS):
+        return True
+    # botocore names the error by its HTTP status when the answer is not an AWS error at all
+    # (moto's server answers an unknown action with an HTML 500 page): not real SQS.
+    return code.isdigit() and status in {400, 404, 405, 500}
+
+
+def _start_move_task(client: Any, source_url: str, destination_url: str | None, kind: str) -> RedriveResult:
+    try:
+        method = client.start_message_move_task
+    except AttributeError as exc:
+        raise _MoveTaskUnsupported("this botocore has no start_message_move_task") from exc
+    source = _queue_attributes(client, source_url, ["QueueArn", "ApproximateNumberOfMessages"])
+    request = {"SourceArn": source["QueueArn"]}
+    if destination_url is not None:
+        request["DestinationArn"] = _queue_attributes(client, destination_url, ["QueueArn"])["QueueArn"]
+    try:
+        response = method(**request)
+    except (NotImplementedError, ClientError) as exc:
+        if _move_task_unsupported(exc):
+            raise _MoveTaskUnsupported(_error_text(exc)) from exc
+        raise RedriveError(f"StartMessageMoveTask refused: {_error_text(exc)}") from exc
+    except BotoCoreError as exc:
+        raise RedriveError(f"StartMessageMoveTask failed: {exc}") from exc
+    approximate = source.get("ApproximateNumberOfMessages")
+    return RedriveResult(
+        method="move-task",
+        kind=kind,
+        source_url=source_url,
+        destination_url=destination_url,
+        task_handle=response.get("TaskHandle"),
+        approximate_messages=int(approximate) if approximate is not None else None,
+    )
+
+
+def _queue_attributes(client: Any, url: str, names: list[str]) -> dict[str, str]:
+    try:
+        return client.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    except (ClientError, BotoCoreError) as exc:
+        raise RedriveError(f"{url}: {_error_text(exc)}") from exc
+
+
+def _source_queue_of(client: Any, dlq_url: str) -> str:
+    """The queue whose redrive policy targets this dead-letter queue."""
+    try:
+        sources = list(client.list_dead_letter_source_queues(QueueUrl=dlq_url).get("queueUrls", []))
+    except (ClientError, BotoCoreError) as exc:
+        reason = _error_text(exc)
+        raise RedriveError(f"{dlq_url}: cannot list its source queues ({reason}); name the destination") from exc
+    if dlq_url.endswith("-dlq") and dlq_url[: -len("-dlq")] in sources:
+        return dlq_url[: -len("-dlq")]
+    if len(sources) == 1:
+        return sources[0]
+    if not sources:
+        raise RedriveError(f"{dlq_url}: no queue uses it as its dead-letter queue; name the destination")
+    raise RedriveError(f"{dlq_url}: several queues use it ({', '.join(sorted(sources))}); name the destination")
+
+
+def _move(client: Any, result: RedriveResult, kind: RedriveKind, max_messages: int | None, wait: int) -> None:
+    left: dict[str, str] = {}
+    """messageId -> receipt handle of messages left in the dead-letter queue (made visible at the end)."""
+    taken = 0
+    try:
+        while max_messages is None or taken < max_messages:
+            wanted = 10 if max_messages is None else min(10, max_messages - taken)
+            try:
+                received = client.receive_message(
+                    QueueUrl=result.source_url,
+                    MaxNumberOfMessages=wanted,
+                    VisibilityTimeout=RECEIVE_VISIBILITY_SECONDS,
+                    WaitTimeSeconds=wait,
+                ).get("Messages", [])
+            except (ClientError, BotoCoreError) as exc:
+                if taken == 0 and not left:
+                    raise RedriveError(f"{result.source_url}: {_error_text(exc)}") from exc
+                result.stopped = f"receive failed: {_error_text(exc)}"
+                return
+            fresh = [m for m in received if m["MessageId"] not in left]
+            for message in received:
+                if message["MessageId"] in left:
+                    left[message["MessageId"]] = message["ReceiptHandle"]
+            if not fresh:
+                return
+
+            batch: list[dict[str, Any]] = []
+            bodies: list[str] = []
+            for message in fresh:
+                try:
+                    bodies.append(redrive_body(message["Body"], kind))
+                except NotRedrivable as exc:
+                    left[message["MessageId"]] = message["ReceiptHandle"]
+                    result.left += 1
+                    result._problem(f"{message['MessageId']}: left in the dead-letter queue: {exc}")
+                    continue
+                batch.append(message)
+            if not batch:
+                continue
+            taken += len(batch)
+
+            failed = _send(client, result.destination_url or "", bodies)
+            sent = [m for i, m in enumerate(batch) if i not in failed]
+            for index, error in failed.items():
+                message = batch[index]
+                left[message["MessageId"]] = message["ReceiptHandle"]
+                result.send_failed += 1
+                result._problem(f"{message['MessageId']}: not sent, left in the dead-letter queue: {error}")
+            result.moved += len(sent)
+            _delete(client, result, sent)
+            if not sent:
+                result.stopped = "no message of the last batch could be sent to the destination"
+                return
+    finally:
+        _make_visible(client, result.source_url, list(left.values()))
+
+
+def _send(client: Any, url: str, bodies: list[str]) -> dict[int, str]:
+    """Send; return index -> error for the bodies that were not sent."""
+    failed: dict[int, str] = {}
+    outgoing = [OutgoingMessage(body) for body in bodies]
+    for group in pack_batches(outgoing):
+        entries = [{"Id": str(index), "MessageBody": bodies[index]} for index in group]
+        try:
+            response = client.send_message_batch(QueueUrl=url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            failed.update({index: _error_text(exc) for index in group})
+            continue
+        for failure in response.get("Failed", []):
+            failed[int(failure["Id"])] = f"{failure.get('Code')}: {failure.get('Message')}"
+    return failed
+
+
+def _delete(client: Any, result: RedriveResult, sent: list[dict[str, Any]]) -> None:
+    if not sent:
+        return
+    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(sent)]
+    try:
+        response = client.delete_message_batch(QueueUrl=result.source_url, Entries=entries)
+        failures = [(int(f["Id"]), f"{f.get('Code')}: {f.get('Message')}") for f in response.get("Failed", [])]
+    except (ClientError, BotoCoreError) as exc:
+        failures = [(i, _error_text(exc)) for i in range(len(sent))]
+    for index, error in failures:
+        result.delete_failed += 1
+        result._problem(f"{sent[index]['MessageId']}: sent, but still in the dead-letter queue: {error}")
+
+
+def _make_visible(client: Any, url: str, handles: list[str]) -> None:
+    """Messages left behind are visible again at once, not after the receive's visibility timeout."""
+    for start in range(0, len(handles), 10):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+            for i, handle in enumerate(handles[start : start + 10])
+        ]
+        try:
+            client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:  # they come back after the timeout anyway
+            logger.warning("could not make left messages visible again: %s", _error_text(exc))
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        message = " ".join(str(error.get("Message", "")).split())
+        if message.startswith("<"):
+            message = "not an AWS error response"
+        return f"{error.get('Code', 'error')}: {message[:200]}"
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+# -- the delivery log ------------------------------------------------------------------------
+
+
+def parse_instant(text: str) -> dt.datetime:
+    """An ISO 8601 date or date-time as an aware UTC datetime; no offset means UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an ISO 8601 date or date-time (e.g. 2025-03-14T15:09:26Z)") from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def _check_filters(
+    partner_id: str, status: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int
+) -> None:
+    if not partner_id:
+        raise ValueError("partner: required")
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise ValueError(f"status {status!r} is not one of {', '.join(DELIVERY_STATUSES)}")
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if since is not None and until is not None and as_utc(since) > as_utc(until):
+        raise ValueError("since is after until: nothing can match")
+
+
+def list_deliveries(
+    collection: Any,
+    partner_id: str,
+    *,
+    status: str | None = None,
+    event: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    event_id: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """One partner's delivery attempts from the delivery log (Mongo), newest first, as plain JSON.
+
+    Filters as the spec's webhook-deliveries endpoint: `since`/`until` are its dateFrom/dateTo
+    (inclusive bounds on `attemptedAt`). Raises ValueError for an unknown status or bad bounds.
+    """
+    _check_filters(partner_id, status, since, until, limit)
+    query = attempts_query(partner_id, status=status, event=event, date_from=since, date_to=until, event_id=event_id)
+    cursor = collection.find(query, sort=NEWEST_FIRST, limit=limit)
+    return [log_line(document) for document in cursor]
+
+
+class LogFileError(ValueError):
+    """A `--log` file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedAttempt:
+    line: int
+    attempted_at: dt.datetime
+    entry: dict[str, Any]
+
+
+def read_log(lines: Iterable[str], name: str) -> list[LoggedAttempt]:
+    """The JSON Lines `distiller run --log` writes (one `log_line` per attempt)."""
+    attempts: list[LoggedAttempt] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise LogFileError(f"{name}:{number}: not JSON: {exc}") from exc
+        if not isinstance(entry, dict):
+            raise LogFileError(f"{name}:{number}: expected a JSON object")
+        if not isinstance(entry.get("attemptedAt"), str):
+            raise LogFileError(f"{name}:{number}: attemptedAt: required ISO 8601 string")
+        try:
+            attempted_at = parse_instant(entry["attemptedAt"])
+        except ValueError as exc:
+            raise LogFileError(f"{name}:{number}: attemptedAt: {exc}") from exc
+        attempts.append(LoggedAttempt(number, attempted_at, entry))
+    return attempts
+
+
+def list_logged_deliveries(
+    attempts: Iterable[LoggedAttempt],
+    partner_id: str,
+    *,
+    status: str | None = None,
+    event: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    event_id: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """`list_deliveries` over a `--log` file's attempts: the same filters and order."""
+    _check_filters(partner_id, status, since, until, limit)
+    low = as_utc(since) if since is not None else None
+    high = as_utc(until) if until is not None else None
+    wanted = {"partnerId": partner_id, "status": status, "event": event, "eventId": event_id}
+    matching = [
+        a
+        for a in attempts
+        if all(value is None or a.entry.get(key) == value for key, value in wanted.items())
+        and (low is None or a.attempted_at >= low)
+        and (high is None or a.attempted_at <= high)
+    ]
+    # the log is written oldest first: among equal times, the later line is the newer attempt
+    matching.sort(key=lambda a: (a.attempted_at, a.line), reverse=True)
+    return [a.entry for a in matching[:limit]]
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def _iso_argument(text: str) -> dt.datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `dlq redrive` and `deliveries` to the `distiller` command's subparsers."""
+    dlq = subparsers.add_parser("dlq", help="dead-letter queue operations")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    redrive_cmd = dlq_commands.add_parser(
+        "redrive",
+        help="move dead-lettered messages back to work",
+        description="Move the messages of a dead-letter queue back to the queue it serves (or --to). "
+        "Deliveries go back with their attempt count reset and the same eventId; parked ingest records "
+        "go back as the original record. Uses SQS StartMessageMoveTask when the bodies can move unchanged "
+        "and the endpoint has it; otherwise receives, sends, then deletes, batch by batch.",
+    )
+    redrive_cmd.add_argument("--queue-url", required=True, metavar="DLQ_URL", help="the dead-letter queue")
+    redrive_cmd.add_argument(
+        "--to", metavar="URL", help="destination queue (default: the queue whose redrive policy targets DLQ_URL)"
+    )
+    redrive_cmd.add_argument(
+        "--kind",
+        choices=REDRIVE_KINDS,
+        help="what the queue holds (default: from its name, *-delivery-dlq or *-ingest-dlq); "
+        "raw moves bodies unchanged",
+    )
+    redrive_cmd.add_argument("--max", type=_positive_int, metavar="N", help="move at most N messages")
+    redrive_cmd.add_argument("--endpoint-url", metavar="URL", help="SQS endpoint (local emulators)")
+    redrive_cmd.add_argument(
+        "--no-move-task", action="store_true", help="always receive/send/delete, never StartMessageMoveTask"
+    )
+    redrive_cmd.set_defaults(run=run_redrive)
+
+    deliveries = subparsers.add_parser(
+        "deliveries",
+        help="list a partner's webhook delivery attempts, newest first",
+        description="One JSON line per delivery attempt, newest first, filtered like the partner API's "
+        "GET /data/webhook-deliveries/:partnerId. Reads the delivery log in Mongo, or the JSON Lines "
+        "`distiller run --log` writes.",
+    )
+    deliveries.add_argument("--partner", required=True, metavar="P", help="partner id")
+    deliveries.add_argument("--status", choices=DELIVERY_STATUSES, help="only attempts with this status")
+    deliveries.add_argument("--event", metavar="E", help="only this event (e.g. deal.created)")
+    deliveries.add_argument(
+        "--since", type=_iso_argument, metavar="ISO", help="only attempts at or after this time (no offset: UTC)"
+    )
+    deliveries.add_argument(
+        "--until", type=_iso_argument, metavar="ISO", help="only attempts at or before this time (no offset: UTC)"
+    )
+    deliveries.add_argument("--event-id", metavar="ID", help="only attempts of this eventId")
+    deliveries.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N (default 100)")
+    source = deliveries.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mongo-uri", metavar="URI", help="the database holding the delivery log")
+    source.add_argument("--log", metavar="FILE", help="JSON Lines written by `distiller run --log`")
+    deliveries.add_argument(
+        "--database", default="privateauto", help="database name with --mongo-uri (default privateauto)"
+    )
+    deliveries.set_defaults(run=run_deliveries)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def infer_kind(queue_url: str) -> RedriveKind | None:
+    """The kind of a dead-letter queue named as template.yaml names them."""
+    name = queue_url.rstrip("/").rsplit("/", 1)[-1]
+    if name.endswith("-delivery-dlq"):
+        return "delivery"
+    if name.endswith("-ingest-dlq"):
+        return "ingest"
+    return None
+
+
+def _region_of(queue_url: str) -> str | None:
+    match = re.match(r"https?://(?:sqs\.)?([a-z]{2}(?:-[a-z]+)+-\d)\.", queue_url)
+    return match.group(1) if match else None
+
+
+def sqs_client(queue_url: str, endpoint_url: str | None) -> Any:
+    import boto3
+
+    return boto3.client("sqs", region_name=_region_of(queue_url), endpoint_url=endpoint_url)
+
+
+def run_redrive(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+    kind = args.kind or infer_kind(args.queue_url)
+    if kind is None:
+        print(
+            f"distiller: {args.queue_url}: cannot tell what it holds from its name; "
+            f"pass --kind {'|'.join(REDRIVE_KINDS)}",
+            file=stderr,
+        )
+        return 2
+    try:
+        client = sqs_client(args.queue_url, args.endpoint_url)
+        result = redrive(
+            client, args.queue_url, args.to, kind=kind, max_messages=args.max, use_move_task=not args.no_move_task
+        )
+    except (RedriveError, ValueError, BotoCoreError) as exc:
+        print(f"distiller: redrive: {_one_line(str(exc))}", file=stderr)
+        return 2
+
+    stdout.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+    for problem in result.problems:
+        print(f"redrive: {_one_line(problem)}", file=stderr)
+    if result.method == "move-task":
+        where = result.destination_url or "their original source queues"
+        print(
+            f"redrive: StartMessageMoveTask started (about {result.approximate_messages} message(s) to {where}); "
+            f"task handle {result.task_handle}",
+            file=stderr,
+        )
+        return 0
+    summary = f"redrive: moved {result.moved} {kind} message(s) to {result.destination_url} by receive/send/delete"
+    if result.fallback_reason:
+        summary += f" ({result.fallback_reason})"
+    extra = [
+        f"{count} {what}"
+        for count, what in (
+            (result.left, "not redrivable, left in the dead-letter queue"),
+            (result.send_failed, "not sent, left in the dead-letter queue"),
+            (result.delete_failed, "sent but not deleted (will be sent again by a later redrive)"),
+        )
+        if count
+    ]
+    if result.stopped:
+        extra.append(f"stopped: {result.stopped}")
+    print(summary + ("; " + "; ".join(extra) if extra else ""), file=stderr)
+    return 0 if result.complete else 1
+
+
+def _open_collection(uri: str, database: str) -> Any:
+    from pymongo import MongoClient
+
+    client: Any = MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    return client[database][DELIVERIES_COLLECTION]
+
+
+def run_deliveries(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+    from pymongo.errors import PyMongoError
+
+    filters = {
+        "status": args.status,
+        "event": args.event,
+        "since": args.since,
+        "until": args.until,
+        "event_id": args.event_id,
+        "limit": args.limit,
+    }
+    try:
+        if args.log:
+            try:
+                with open(args.log, encoding="utf-8") as handle:
+                    attempts = read_log(handle, args.log)
+            except OSError as exc:
+                print(f"distiller: {args.log}: cannot read: {exc.strerror}", file=stderr)
+                return 2
+            rows = list_logged_deliveries(attempts, args.partner, **filters)
+        else:
+            rows = list_deliveries(_open_collection(args.mongo_uri, args.database), args.partner, **filters)
+    except (ValueError, LogFileError) as exc:
+        print(f"distiller: deliveries: {_one_line(str(exc))}", file=stderr)
+        return 2
+    except PyMongoError as exc:
+        print(f"distiller: deliveries: database: {_one_line(str(exc))[:300]}", file=stderr)
+        return 2
+
+    dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    for row in rows:
+        stdout.write(dumps(row) + "\n")
+    counts = Counter(str(row.get("status")) for row in rows)
+    breakdown = ", ".join(f"{counts[s]} {s}" for s in DELIVERY_STATUSES if counts[s])
+    summary = f"deliveries: {len(rows)} attempt(s) for partner {args.partner}, newest first"
+    if breakdown:
+        summary += f" ({breakdown})"
+    if len(rows) == args.limit:
+        summary += f"; limit {args.limit} reached, there may be more"
+    print(summary, file=stderr)
+    return 0
+
+
+__all__ = [
+    "DELIVERY_STATUSES",
+    "REDRIVE_KINDS",
+    "LogFileError",
+    "NotRedrivable",
+    "RedriveError",
+    "RedriveResult",
+    "infer_kind",
+    "list_deliveries",
+    "list_logged_deliveries",
+    "parse_instant",
+    "read_log",
+    "redrive",
+    "redrive_body",
+    "register",
+]
