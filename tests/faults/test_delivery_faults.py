@@ -26,7 +26,7 @@ import pytest
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.adapters.payload_store import S3PayloadStore
 from distiller.adapters.queues import OutgoingMessage
-from distiller.core.ejson import utc_now
+from distiller.core.clock import utc_now
 from distiller.core.lookups import LookupFailure
 from distiller.core.partners import Partner, PartnerRecordError, partner_from_record
 from distiller.deliver.dispatch import FINISH_MARGIN_SECONDS, RetrySchedule

@@ -28,7 +28,7 @@ import urllib3.util.connection
 
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.adapters.queues import OutgoingMessage
-from distiller.core.ejson import iso_utc, utc_now
+from distiller.core.clock import iso_utc, utc_now
 from distiller.core.lookups import LookupFailure
 from distiller.core.partners import partner_from_record
 from distiller.deliver.dispatch import RetrySchedule

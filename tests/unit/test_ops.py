@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.adapters.queues import SqsQueue
+from distiller.core.clock import parse_instant
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_line
 from distiller.deliver.message import DeliveryMessage
 from distiller.ingest.sources import change_events_from_text
@@ -24,7 +25,6 @@ from distiller_tools.ops import (
     _move_task_unsupported,
     list_deliveries,
     list_logged_deliveries,
-    parse_instant,
     read_log,
     redrive,
     redrive_body,

@@ -217,7 +217,7 @@ def test_plain_json_values(value, expected):
 def test_dates_before_year_1000_are_still_iso_8601():
     import datetime as dt
 
-    from distiller.core.ejson import iso_utc
+    from distiller.core.clock import iso_utc
 
     assert iso_utc(dt.datetime(1, 1, 1)) == "0001-01-01T00:00:00.000Z"
     assert iso_utc(dt.datetime(2026, 4, 21, 18, 0, 0, 123456, tzinfo=dt.UTC)) == "2026-04-21T18:00:00.123Z"

@@ -791,10 +791,10 @@ def test_replay_from_a_time_the_oplog_no_longer_holds_fails_with_the_recovery_pa
     [
         ([], "one of the arguments --since --after-token is required"),
         (["--since", "2026-04-01", "--after-token", "82AB"], "not allowed with argument"),
-        (["--since", "yesterday"], "not an ISO 8601 time"),
+        (["--since", "yesterday"], "is not an ISO 8601 date or date-time"),
         (["--after-token", "zz-not-hex"], "not a resume token"),
         (["--after-token", "82A"], "not a resume token"),  # hex is whole bytes
-        (["--since", "2026-04-01", "--until", "noon"], "not an ISO 8601 time"),
+        (["--since", "2026-04-01", "--until", "noon"], "is not an ISO 8601 date or date-time"),
     ],
 )
 def test_replay_argument_errors_exit_2(argv, complaint, capsys):

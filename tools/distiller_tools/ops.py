@@ -42,7 +42,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -50,15 +49,22 @@ from typing import IO, Any, Literal, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from distiller.adapters.queues import OutgoingMessage, pack_batches
-from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, as_utc, attempts_query, log_line
+from distiller.adapters.queues import OutgoingMessage, pack_batches, region_of
+from distiller.core.clock import parse_instant
+from distiller.deliver.log import (
+    DELIVERIES_COLLECTION,
+    DELIVERY_STATUSES,
+    NEWEST_FIRST,
+    as_utc,
+    attempts_query,
+    log_line,
+)
 from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
 
 logger = logging.getLogger(__name__)
 
 RedriveKind = Literal["delivery", "ingest", "raw"]
 REDRIVE_KINDS: tuple[str, ...] = ("delivery", "ingest", "raw")
-DELIVERY_STATUSES: tuple[str, ...] = ("delivered", "failed", "skipped")
 
 REDRIVE_FIELD = "redrive"
 """How many times a delivery was redriven. `DeliveryMessage` does not carry it yet, so it does
@@ -419,17 +425,6 @@ def _error_text(exc: BaseException) -> str:
 # -- the delivery log ------------------------------------------------------------------------
 
 
-def parse_instant(text: str) -> dt.datetime:
-    """An ISO 8601 date or date-time as an aware UTC datetime; no offset means UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not an ISO 8601 date or date-time (e.g. 2025-03-14T15:09:26Z)") from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
-
-
 def _check_filters(
     partner_id: str, status: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int
 ) -> None:
@@ -616,15 +611,10 @@ def infer_kind(queue_url: str) -> RedriveKind | None:
     return None
 
 
-def _region_of(queue_url: str) -> str | None:
-    match = re.match(r"https?://(?:sqs\.)?([a-z]{2}(?:-[a-z]+)+-\d)\.", queue_url)
-    return match.group(1) if match else None
-
-
 def sqs_client(queue_url: str, endpoint_url: str | None) -> Any:
     import boto3
 
-    return boto3.client("sqs", region_name=_region_of(queue_url), endpoint_url=endpoint_url)
+    return boto3.client("sqs", region_name=region_of(queue_url), endpoint_url=endpoint_url)
 
 
 def run_redrive(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:

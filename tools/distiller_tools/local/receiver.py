@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
+from distiller.core.clock import utc_now
 from distiller.deliver.signing import SignatureError, verify
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -181,7 +182,7 @@ class WebhookReceiver(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC)
+        return utc_now()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from distiller.core.ejson import iso_utc, utc_now
+from distiller.core.clock import iso_utc, utc_now
 from distiller.core.lookups import LookupFailure
 from distiller.deliver.log import (
     CLAIM_RETENTION,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from distiller.core.ejson import iso_utc, utc_now
+from distiller.core.clock import iso_utc, utc_now
 
 LINK_LIFETIME = dt.timedelta(hours=4)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -90,3 +91,13 @@ def pack_batches(messages: Sequence[OutgoingMessage]) -> list[list[int]]:
     if current:
         batches.append(current)
     return batches
+
+
+_QUEUE_URL_REGION = re.compile(r"https?://(?:sqs[.-])?([a-z]{2}(?:-[a-z]+)+-\d)\.")
+
+
+def region_of(queue_url: str) -> str | None:
+    """The AWS region named in a queue URL (`https://sqs.us-east-2.amazonaws.com/...`, the legacy
+    `https://us-east-2.queue.amazonaws.com/...`), or None (a local endpoint)."""
+    match = _QUEUE_URL_REGION.match(queue_url)
+    return match.group(1) if match else None

@@ -23,9 +23,11 @@ from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authentic
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
 from distiller.api.rate_limit import RateLimit, RateLimiter
-from distiller.core.ejson import id_string, iso_utc
+from distiller.core.clock import iso_utc, parse_instant, utc_now
+from distiller.core.ejson import id_string
 from distiller.core.partners import Partner
 from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
+from distiller.deliver.log import DELIVERY_STATUSES
 from distiller.deliver.message import DeliveryMessage
 
 API_TITLE = "PrivateAuto Partner API: /data"
@@ -40,7 +42,6 @@ LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
 MAX_TEXT = 128
 """Longest accepted free-text query value (an event name, an eventId)."""
 
-DELIVERY_STATUSES = ("delivered", "failed", "skipped")
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -257,12 +258,9 @@ def _instant(name: str, text: str | None) -> dt.datetime | None:
     if text is None:
         return None
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        value = parse_instant(text.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"{name}: not an ISO 8601 date-time") from None
-    except OverflowError:  # year 1 at +14:00, year 9999 at -14:00: outside what a datetime holds in UTC
-        raise BadRequest(f"{name}: out of range") from None
+        raise BadRequest(f"{name}: not an ISO 8601 date-time, or out of range") from None
     if not EARLIEST <= value <= LATEST:
         raise BadRequest(f"{name}: out of range (from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})")
     return value
@@ -315,7 +313,7 @@ def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
         raise NotFound("the event's entity is not found")
     if isinstance(payload.get("documents"), list):
         payload["documents"] = _readable_documents(rt.file_links, payload["documents"], files)
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     message = DeliveryMessage(
         partner_id=attempt["partnerId"],
         event=attempt["event"],

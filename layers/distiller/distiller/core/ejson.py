@@ -17,6 +17,8 @@ from typing import Any
 from bson import Binary, Decimal128, Int64, ObjectId, Timestamp, json_util
 from bson.json_util import JSONOptions
 
+from distiller.core.clock import iso_utc
+
 #: Dates come back timezone-aware (UTC), so they compare and serialise without guesswork.
 JSON_OPTIONS: JSONOptions = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=dt.UTC)
 
@@ -66,22 +68,6 @@ def decode(value: Any) -> Any:
     if isinstance(value, list):
         return [decode(v) for v in value]
     return value
-
-
-def utc_now() -> dt.datetime:
-    """The current instant, timezone-aware (the default clock wherever one is injected)."""
-    return dt.datetime.now(dt.UTC)
-
-
-def iso_utc(value: dt.datetime) -> str:
-    """ISO 8601 with milliseconds and a `Z`, the format of the spec's examples."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    value = value.astimezone(dt.UTC)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z"
-    )
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

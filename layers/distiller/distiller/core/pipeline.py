@@ -35,7 +35,6 @@ from distiller.core.transitions import MISSING, Transitions, value_at
 logger = logging.getLogger(__name__)
 
 
-
 class FileLinks(Protocol):
     """Signs a stored file's key into a short-lived link (`distiller.adapters.file_links.FileLinks`)."""
 

@@ -29,10 +29,10 @@ from typing import Literal, Protocol, TypeVar
 
 from distiller.adapters.queues import MAX_DELAY_SECONDS, MessageQueue, OutgoingMessage
 from distiller.adapters.secrets import SecretUnavailable
-from distiller.core.ejson import iso_utc, utc_now
+from distiller.core.clock import iso_utc, utc_now
 from distiller.core.partners import Partner
 from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
-from distiller.deliver.log import AttemptKey, ClaimHeld, DeliveryAttempt, DeliveryLog
+from distiller.deliver.log import AttemptKey, ClaimHeld, DeliveryAttempt, DeliveryLog, DeliveryStatus
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.sender import USER_AGENT, SendResult, header_problem
 from distiller.deliver.signing import signature
@@ -329,7 +329,7 @@ class Dispatcher:
         message: DeliveryMessage,
         attempt: int,
         url: str | None,
-        status: Literal["delivered", "failed", "skipped"],
+        status: DeliveryStatus,
         result: SendResult,
         *,
         dead_lettered: bool = False,

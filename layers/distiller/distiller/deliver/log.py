@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from bson import ObjectId
 from pymongo import DESCENDING
 
-from distiller.core.ejson import iso_utc
+from distiller.core.clock import iso_utc
 
 DELIVERIES_COLLECTION = "webhook_deliveries"
 CLAIMS_COLLECTION = "webhook_delivery_claims"
@@ -28,6 +28,8 @@ EXCERPT_LIMIT = 1024
 """Characters of the partner's response body kept per attempt."""
 
 DeliveryStatus = Literal["delivered", "failed", "skipped"]
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
+"""Every status an attempt is logged with: the one enumeration (API filters, ops, the log)."""
 
 
 @dataclass(frozen=True, slots=True)

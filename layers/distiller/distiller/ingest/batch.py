@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from distiller.adapters.file_links import FileLinks
 from distiller.adapters.queues import DeadLetters, MessageQueue, OutgoingMessage
-from distiller.core.ejson import iso_utc, utc_now
+from distiller.core.clock import iso_utc, utc_now
 from distiller.core.lookups import LookupFailure, Lookups
 from distiller.core.model import RecordError
 from distiller.core.pipeline import ChangeOutcome, distill

@@ -40,7 +40,15 @@ from typing import IO, Any, Protocol, Self, TextIO
 from bson import Timestamp, json_util
 from pymongo.errors import OperationFailure, PyMongoError
 
-from distiller.adapters.queues import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, DeadLetters, MessageQueue, OutgoingMessage
+from distiller.adapters.queues import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+    DeadLetters,
+    MessageQueue,
+    OutgoingMessage,
+    region_of,
+)
+from distiller.core.clock import parse_instant
 from distiller.settings import Env, MongoSettings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -743,12 +751,9 @@ _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
 def _iso_argument(text: str) -> dt.datetime:
     try:
-        value = dt.datetime.fromisoformat(text.strip())
+        return parse_instant(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 time: {text!r} (e.g. 2026-04-21T14:00:00Z; no zone means UTC)"
-        ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        raise argparse.ArgumentTypeError(f"{exc}; no zone means UTC") from exc
 
 
 def _token_argument(text: str) -> dict[str, str]:
@@ -875,18 +880,13 @@ def _register_relay(subparsers: Any) -> None:
     cmd.set_defaults(run=run_relay)
 
 
-def _region_of(queue_url: str) -> str | None:
-    match = re.match(r"https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com", queue_url)
-    return match.group(1) if match else None
-
-
 def _sqs_queue(queue_url: str) -> Any:
     import boto3
 
     from distiller.adapters.queues import SqsQueue
 
     session = boto3.Session()
-    client = session.client("sqs", region_name=session.region_name or _region_of(queue_url))
+    client = session.client("sqs", region_name=session.region_name or region_of(queue_url))
     return SqsQueue(client, queue_url)
 
 
