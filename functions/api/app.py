@@ -1,4 +1,4 @@
-"""Partner read API function: API Gateway (REST) in, /data responses out.
+"""Partner API function: API Gateway (REST) in, /data responses out.
 
 Thin by design: the routes live in the layer (`distiller.api.routes`); this builds the runtime
 once per container from settings and hands each event to the resolver.
@@ -11,17 +11,15 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from distiller.api.routes import ApiRuntime, app, use_runtime
-from distiller.observability import logger, tracer
+from distiller.runtime import ApiRuntime, api_runtime_from_env, app, logger, tracer, use_runtime
 
 _runtime: ApiRuntime | None = None
 
 
 def get_runtime() -> ApiRuntime:
+    """Built on first use, so a cold start pays once and tests can hand in their own."""
     global _runtime
     if _runtime is None:
-        from distiller.api.runtime import api_runtime_from_env
-
         _runtime = api_runtime_from_env()
     return _runtime
 

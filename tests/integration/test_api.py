@@ -232,3 +232,16 @@ def test_openapi_document_is_committed_and_current():
         "/data/documents/{partnerId}/{documentId}",
         "/data/generated-documents/{partnerId}/{documentId}",
     } <= paths
+    # Each body is described by its model; the errors are those the routes send, never a 422 of
+    # powertools' request validation (those are answered 400).
+    schemas = committed["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ErrorResponse" in schemas
+    for path, operations in committed["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            refs = {code: r["content"]["application/json"]["schema"].get("$ref", "") for code, r in responses.items()}
+            [success] = [code for code in refs if code.startswith("2")]
+            assert refs[success].removeprefix("#/components/schemas/") in schemas, (method, path)
+            assert {"401", "403", "429"} <= set(refs), (method, path)
+            errors = {code: ref for code, ref in refs.items() if code != success}
+            assert set(errors.values()) == {"#/components/schemas/ErrorResponse"}, (method, path)

@@ -20,9 +20,9 @@ from bson import ObjectId
 from distiller.api.auth import StaticSharedSecrets
 from distiller.api.rate_limit import InMemoryRateLimiter, RateLimit
 from distiller.api.routes import ApiLimits, app, use_runtime
-from distiller.api.runtime import api_limits
 from distiller.deliver.log import DELIVERIES_COLLECTION
-from distiller.settings import Env, SettingsError
+from distiller.runtime import api_limits
+from distiller.settings import ApiSettings, SettingsError
 from distiller_tools.local.api_server import api_gateway_event, build_runtime
 from distiller_tools.local.pipeline import LocalContext
 from distiller_tools.world import in_memory_database, load_world
@@ -147,9 +147,10 @@ def test_an_unknown_partner_is_refused_without_a_secret_lookup(api):
     ],
 )
 def test_limits_come_from_the_environment(env, expected):
-    assert api_limits(Env(env)) == expected
+    base = {"DELIVERY_QUEUE_URL": "https://sqs.example/q", "DOCUMENTS_BUCKET": "docs"}
+    assert api_limits(ApiSettings.from_env({**base, **env})) == expected
 
 
 def test_a_malformed_limit_fails_the_cold_start_naming_the_variable():
     with pytest.raises(SettingsError, match="API_REPLAY_RATE_LIMIT"):
-        api_limits(Env({"API_REPLAY_RATE_LIMIT": "lots"}))
+        ApiSettings.from_env({"DELIVERY_QUEUE_URL": "q", "DOCUMENTS_BUCKET": "d", "API_REPLAY_RATE_LIMIT": "lots"})

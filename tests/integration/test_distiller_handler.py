@@ -14,6 +14,7 @@ from moto import mock_aws
 from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.payload_store import S3PayloadStore
 from distiller.adapters.queues import SqsQueue
+from distiller.adapters.sqs_batch import RetryLater
 from distiller.core.lookups import LookupFailure
 from distiller.deliver.claim_check import INLINE_LIMIT_BYTES
 from distiller.deliver.message import DeliveryMessage
@@ -181,7 +182,7 @@ def test_eventbridge_send_failure_fails_the_invocation_so_it_is_retried(app, aws
     sqs, _, _ = aws
     monkeypatch.setattr(app._runtime, "delivery_queue", SqsQueue(sqs, "https://sqs.us-east-2.amazonaws.com/1/missing"))
 
-    with pytest.raises(app.RetryLater):
+    with pytest.raises(RetryLater):
         app.handler(json.loads((EVENTS / "eventbridge_atlas_plain.json").read_text()), lambda_context)
 
 

@@ -27,6 +27,8 @@ from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_li
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.sender import SendResult
 from distiller_tools import ops
+from distiller_tools.ops import cli as ops_cli
+from distiller_tools.ops import redrive as ops_redrive
 
 REGION = "us-east-2"
 EMITTED_AT = "2025-03-14T15:09:26.535Z"
@@ -92,7 +94,7 @@ class Stack:
 
 @pytest.fixture
 def stack(monkeypatch):
-    monkeypatch.setattr(ops, "RECEIVE_WAIT_SECONDS", 0)
+    monkeypatch.setattr(ops_redrive, "RECEIVE_WAIT_SECONDS", 0)
     with mock_aws():
         yield Stack()
 
@@ -207,7 +209,7 @@ class WithMoveTask:
 
 def test_raw_redrive_uses_the_move_task_where_it_exists_and_no_move_task_forces_the_fallback(stack, monkeypatch):
     client = WithMoveTask(stack.sqs)
-    monkeypatch.setattr(ops, "sqs_client", lambda url, endpoint: client)
+    monkeypatch.setattr(ops_cli, "sqs_client", lambda url, endpoint: client)
     stack.put("delivery-dlq", delivery(1).to_body())
     argv = ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--kind", "raw"]
 
@@ -228,7 +230,7 @@ def test_raw_redrive_uses_the_move_task_where_it_exists_and_no_move_task_forces_
 
 
 def test_endpoint_url_and_region_reach_the_client():
-    client = ops.sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/q-dlq", "http://127.0.0.1:4566")
+    client = ops_redrive.sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/q-dlq", "http://127.0.0.1:4566")
     assert client.meta.endpoint_url == "http://127.0.0.1:4566"
     assert client.meta.region_name == "eu-west-1"
 
@@ -240,7 +242,7 @@ def test_endpoint_url_is_passed_through_from_the_command_line(stack, monkeypatch
         seen.append((url, endpoint))
         return stack.sqs
 
-    monkeypatch.setattr(ops, "sqs_client", fake_client)
+    monkeypatch.setattr(ops_cli, "sqs_client", fake_client)
     dlq = stack.urls["delivery-dlq"]
     code, _, err = cli(["dlq", "redrive", "--queue-url", dlq, "--endpoint-url", "http://127.0.0.1:9"])
     assert code == 0, err
@@ -360,7 +362,7 @@ def source(request, log_file, collection, monkeypatch) -> list[str]:
     """The command-line source of the log: --log FILE, or --mongo-uri (served by mongomock)."""
     if request.param == "log":
         return ["--log", str(log_file)]
-    monkeypatch.setattr(ops, "_open_collection", lambda uri, database: collection)
+    monkeypatch.setattr(ops_cli, "_open_collection", lambda uri, database: collection)
     return ["--mongo-uri", "mongodb://db.example:27017"]
 
 
@@ -461,7 +463,7 @@ def test_deliveries_mongo_uri_and_database_reach_the_connection(collection, monk
         opened.append((uri, database))
         return collection
 
-    monkeypatch.setattr(ops, "_open_collection", open_collection)
+    monkeypatch.setattr(ops_cli, "_open_collection", open_collection)
     cli(["deliveries", "--partner", "acme", "--mongo-uri", "mongodb://db.example:27017"])
     cli(["deliveries", "--partner", "acme", "--mongo-uri", "mongodb://db.example:27017", "--database", "staging"])
     assert opened == [("mongodb://db.example:27017", "privateauto"), ("mongodb://db.example:27017", "staging")]
@@ -471,7 +473,7 @@ def test_open_collection_is_the_delivery_log_collection(monkeypatch):
     import pymongo
 
     monkeypatch.setattr(pymongo, "MongoClient", mongomock.MongoClient)
-    collection = ops._open_collection("mongodb://db.example:27017", "privateauto")
+    collection = ops_cli._open_collection("mongodb://db.example:27017", "privateauto")
     assert (collection.database.name, collection.name) == ("privateauto", DELIVERIES_COLLECTION)
 
 
@@ -482,7 +484,7 @@ def test_deliveries_database_failure_exits_2(monkeypatch):
         def find(self, *args: Any, **kwargs: Any) -> Any:
             raise ServerSelectionTimeoutError("db.example:27017: timed out")
 
-    monkeypatch.setattr(ops, "_open_collection", lambda uri, database: Unreachable())
+    monkeypatch.setattr(ops_cli, "_open_collection", lambda uri, database: Unreachable())
     code, out, err = cli(["deliveries", "--partner", "acme", "--mongo-uri", "mongodb://db.example", "--database", "x"])
     assert (code, out) == (2, "")
     assert "database: db.example:27017: timed out" in err

@@ -10,18 +10,13 @@ import pytest
 from bson import Timestamp
 from moto import mock_aws
 
+from distiller.adapters.checkpoints import MongoCheckpointStore
 from distiller.adapters.queues import SqsQueue
-from distiller.relay.loop import (
-    CHECKPOINTS_COLLECTION,
-    DEFAULT_COLLECTIONS,
-    MongoCheckpointStore,
-    Relay,
-    RelayError,
-    RelayRuntime,
-    RelaySettings,
-    StartAt,
-)
-from distiller.settings import SettingsError
+from distiller.relay.handler import SAFETY_MARGIN_SECONDS
+from distiller.relay.loop import Relay
+from distiller.relay.stream import CHECKPOINTS_COLLECTION, DEFAULT_COLLECTIONS, RelayError, StartAt
+from distiller.runtime import RelayRuntime
+from distiller.settings import RelaySettings, SettingsError
 from tests.conftest import load_function
 from tests.unit.test_relay import (
     BASE,
@@ -143,7 +138,7 @@ def test_the_run_never_outlasts_the_invocation(app, lambda_context, monkeypatch)
     runtime = app.get_runtime()
     monkeypatch.setattr(runtime, "max_seconds", 50.0)
     monkeypatch.setattr(
-        lambda_context, "get_remaining_time_in_millis", lambda: int((app.SAFETY_MARGIN_SECONDS + 0.2) * 1000)
+        lambda_context, "get_remaining_time_in_millis", lambda: int((SAFETY_MARGIN_SECONDS + 0.2) * 1000)
     )
 
     response = app.handler(json.loads(SCHEDULE.read_text()), lambda_context)
@@ -257,7 +252,18 @@ def test_settings_from_env():
 def test_runtime_build_watches_the_database_and_checkpoints_in_it(aws, dlq_url, db):
     sqs, url = aws
     start = StartAt(time=at(1))
-    runtime = RelayRuntime.build(db, RelaySettings(url, dlq_url, ("deals",), 12.0, "r1", start), sqs_client=sqs)
+    runtime = RelayRuntime.build(
+        db,
+        RelaySettings(
+            ingest_queue_url=url,
+            ingest_dead_letter_queue_url=dlq_url,
+            collections=("deals",),
+            max_seconds=12.0,
+            name="r1",
+            start_at=start,
+        ),
+        sqs_client=sqs,
+    )
 
     assert runtime.max_seconds == 12.0 and runtime.relay.source is db
     assert runtime.relay.collections == ("deals",) and runtime.relay.queue.queue_url == url

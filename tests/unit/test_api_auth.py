@@ -38,6 +38,7 @@ from distiller.api.auth import (
     authenticate,
     decode_shared_secret,
 )
+from distiller.settings import ApiSettings
 
 REGION = "us-east-2"
 PARTNER = "partner-acme"
@@ -445,10 +446,11 @@ def test_auth_settings() -> None:
         AuthSettings(max_lifetime_seconds=0)
     with pytest.raises(ValueError, match="leeway_seconds"):
         AuthSettings(leeway_seconds=-1)
-    assert AuthSettings.from_env({}) == AuthSettings()
-    assert AuthSettings.from_env(
-        {"API_TOKEN_MAX_LIFETIME_SECONDS": "300", "API_TOKEN_LEEWAY_SECONDS": "5"}
-    ) == AuthSettings(300, 5)
+    # Read from the variables the template sets (JWT_*), in the one settings module.
+    base = {"DELIVERY_QUEUE_URL": "https://sqs.example/q", "DOCUMENTS_BUCKET": "docs"}
+    assert ApiSettings.from_env(base).auth == AuthSettings()
+    configured = {**base, "JWT_MAX_LIFETIME_SECONDS": "300", "JWT_LEEWAY_SECONDS": "5"}
+    assert ApiSettings.from_env(configured).auth == AuthSettings(300, 5)
 
 
 def test_auth_error() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import distiller.ingest.handler as ingest_handler
 from distiller.ingest.batch import IngestResult
 from distiller.observability import tracer
 from distiller.relay.loop import RelayResult
@@ -110,8 +111,8 @@ def _answering(name: str, module: ModuleType, monkeypatch: pytest.MonkeyPatch) -
         names = ["lookups", "delivery_queue", "ingest_dead_letters", "file_links", "payloads", "retry_policy"]
         runtime = SimpleNamespace(**dict.fromkeys(names))
         monkeypatch.setattr(module, "get_runtime", lambda: runtime)
-        monkeypatch.setattr(module, "lambda_records", lambda event: [])
-        monkeypatch.setattr(module, "ingest", lambda *args, **kwargs: result)
+        monkeypatch.setattr(ingest_handler, "lambda_records", lambda event: [])
+        monkeypatch.setattr(ingest_handler, "ingest", lambda *args, **kwargs: result)
         return {"detail": {}}
     assert name == "relay"
     result = RelayResult(read=1, sent=1, checkpoint=SECRET)

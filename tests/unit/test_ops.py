@@ -18,17 +18,8 @@ from distiller.core.clock import parse_instant
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_line
 from distiller.deliver.message import DeliveryMessage
 from distiller.ingest.sources import change_events_from_text
-from distiller_tools.ops import (
-    REDRIVE_FIELD,
-    NotRedrivable,
-    RedriveError,
-    _move_task_unsupported,
-    list_deliveries,
-    list_logged_deliveries,
-    read_log,
-    redrive,
-    redrive_body,
-)
+from distiller_tools.ops.deliveries import list_deliveries, list_logged_deliveries, read_log
+from distiller_tools.ops.redrive import NotRedrivable, RedriveError, _move_task_unsupported, redrive, redrive_body
 from tests.factories import oid, raw_insert
 
 REGION = "us-east-2"
@@ -167,7 +158,7 @@ def test_delivery_dead_letters_go_back_with_attempt_reset_and_the_same_event_id(
         assert body["lastError"] is None
         for kept in ("partnerId", "event", "eventId", "eventKey", "payload", "emittedAt", "firstAttemptAt"):
             assert body[kept] == original[kept], kept
-        assert body[REDRIVE_FIELD] == 1
+        assert body["redrive"] == 1
         assert DeliveryMessage.from_body(json.dumps(body)).attempt == 0
 
 
@@ -420,7 +411,7 @@ def test_redriving_a_delivery_twice_counts_the_redrives():
     once = redrive_body(dead_letter(1), "delivery")
     failed_again = json.loads(once) | {"attempt": 4, "lastError": "timeout"}
     twice = json.loads(redrive_body(json.dumps(failed_again), "delivery"))
-    assert (twice["attempt"], twice["lastError"], twice[REDRIVE_FIELD]) == (0, None, 2)
+    assert (twice["attempt"], twice["lastError"], twice["redrive"]) == (0, None, 2)
 
 
 @pytest.mark.parametrize(

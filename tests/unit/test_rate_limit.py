@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
+from distiller.adapters.rate_limits import MongoRateLimiter
 from distiller.api.rate_limit import (
     MAX_WINDOW_SECONDS,
     RATE_LIMITS_COLLECTION,
     InMemoryRateLimiter,
-    MongoRateLimiter,
     RateDecision,
     RateLimit,
     RateLimiter,
@@ -397,7 +397,7 @@ class FailingCollection:
 def test_mongo_fails_open_and_logs_the_key(method: str, caplog: pytest.LogCaptureFixture) -> None:
     limit = RateLimit(1, 60)
     limiter = MongoRateLimiter(FailingCollection(method), clock=Clock())
-    with caplog.at_level(logging.WARNING, logger="distiller.api.rate_limit"):
+    with caplog.at_level(logging.WARNING, logger="distiller.adapters.rate_limits"):
         decisions = burst(limiter, "partner-a", limit, 3)
     assert all(d.allowed and d.retry_after_seconds == 0 for d in decisions)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

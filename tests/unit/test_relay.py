@@ -23,29 +23,28 @@ from bson import Timestamp
 from moto import mock_aws
 from pymongo.errors import AutoReconnect, OperationFailure
 
+from distiller.adapters.checkpoints import MongoCheckpointStore
 from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.queues import MAX_BATCH_BYTES, OutgoingMessage, SqsQueue
 from distiller.core.model import ChangeEvent
 from distiller.core.pipeline import deliveries_of, distill
 from distiller.ingest.sources import change_events_from_text
-from distiller.relay.loop import (
+from distiller.relay.loop import Relay
+from distiller.relay.replay import replay
+from distiller.relay.stream import (
     CHECKPOINTS_COLLECTION,
     DEFAULT_COLLECTIONS,
     DEFAULT_RELAY_NAME,
     MAX_FIELD_NAMES_BYTES,
-    STDOUT_RELAY_NAME,
-    MongoCheckpointStore,
-    Relay,
     RelayError,
     RelaySendError,
     StartAt,
     parse_start_at,
-    register,
-    replay,
     serialise,
     trimmed_record,
 )
 from distiller_tools.cli import main as cli_main
+from distiller_tools.relay_cli import STDOUT_RELAY_NAME, register
 from distiller_tools.world import in_memory_database
 from tests.factories import oid, partner, raw_insert, raw_update
 

@@ -536,8 +536,8 @@ def test_the_api_gets_its_per_partner_rate_limits_from_stack_parameters(template
     import re
 
     from distiller.api.rate_limit import RateLimit
-    from distiller.api.runtime import api_limits
-    from distiller.settings import Env
+    from distiller.runtime import api_limits
+    from distiller.settings import ApiSettings
 
     variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
     parameters = template["Parameters"]
@@ -547,7 +547,7 @@ def test_the_api_gets_its_per_partner_rate_limits_from_stack_parameters(template
         name: parameters[ref]["Default"]
         for name, ref in (("API_RATE_LIMIT", "ApiRateLimit"), ("API_REPLAY_RATE_LIMIT", "ApiReplayRateLimit"))
     }
-    limits = api_limits(Env(defaults))
+    limits = api_limits(ApiSettings.from_env({"DELIVERY_QUEUE_URL": "q", "DOCUMENTS_BUCKET": "d", **defaults}))
     assert limits.replays.requests / limits.replays.per_seconds < limits.requests.requests / limits.requests.per_seconds
     for name in ("ApiRateLimit", "ApiReplayRateLimit"):
         pattern = re.compile(parameters[name]["AllowedPattern"])

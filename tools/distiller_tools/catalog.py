@@ -10,9 +10,6 @@ from distiller.core.reducers.rules import Reducer, Row
 
 COMMON_FIELDS = ("eventId", "eventKey", "entityType")
 
-#: Spec events not produced yet, and why (empty: the whole catalog is implemented).
-PLANNED: dict[str, str] = {}
-
 #: A listing document with every optional payload field present, to show the conditional ones.
 _FULL_SAMPLE = {"ownershipInfo": {"ownershipType": "owned", "vehicleHaveLien": False}}
 
@@ -65,9 +62,6 @@ def render() -> str:
         "Documents and credit reports route through their linked deal(s); `dealId` is the deal through",
         "which the receiving partner is entitled to the event.",
     ]
-    if PLANNED:
-        lines += ["", "## Planned (spec events not produced yet)", "", "| Event | Mongo trigger |", "|---|---|"]
-        lines += [f"| `{event}` | {trigger} |" for event, trigger in PLANNED.items()]
     return "\n".join(lines) + "\n"
 
 

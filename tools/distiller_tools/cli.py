@@ -319,10 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     api_cmd.add_argument("--deliveries", metavar="LOG.jsonl", help="delivery attempts (`distiller run --log`)")
     api_cmd.set_defaults(run=run_api)
 
-    from distiller.relay import loop as relay
-    from distiller_tools import ops
+    from distiller_tools import ops, relay_cli
 
-    relay.register(commands)
+    relay_cli.register(commands)
     ops.register(commands)
     return parser
 

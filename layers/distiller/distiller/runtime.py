@@ -1,6 +1,9 @@
-"""The adapters each function runs with, built once per container from settings.
+"""The composition root: the adapters each function runs with, built once per container from
+settings, and everything a handler needs.
 
-Handlers take a runtime from here; tests and the local pipeline hand in their own.
+Handlers import from here only (`tests/unit/test_architecture.py`): a runtime, the flow that
+handles their event, and the observability singletons. Tests and the local pipeline hand in
+their own runtimes.
 """
 
 from __future__ import annotations
@@ -12,20 +15,38 @@ import boto3
 from botocore.config import Config
 from pymongo.database import Database
 
+from distiller.adapters.checkpoints import MongoCheckpointStore
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.adapters.file_links import FileLinks
 from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.mongo import connect_database
 from distiller.adapters.payload_store import S3PayloadStore
 from distiller.adapters.queues import SqsQueue
-from distiller.adapters.secrets import PartnerSecrets
+from distiller.adapters.rate_limits import MongoRateLimiter
+from distiller.adapters.secrets import PartnerSecrets, SecretsManagerSharedSecrets
+from distiller.api.data import PartnerData
+from distiller.api.rate_limit import RATE_LIMITS_COLLECTION
+from distiller.api.routes import ApiLimits, ApiRuntime, app, use_runtime
 from distiller.core.lookups import Lookups
 from distiller.deliver.claim_check import PayloadStore
 from distiller.deliver.dispatch import Dispatcher, RetrySchedule
+from distiller.deliver.handler import handle_deliveries
 from distiller.deliver.log import DELIVERIES_COLLECTION
 from distiller.deliver.sender import WebhookSender
 from distiller.ingest.batch import RetryPolicy
-from distiller.settings import DispatcherSettings, DistillerSettings, MongoSettings, SettingsError
+from distiller.ingest.handler import handle_ingest
+from distiller.observability import logger, metrics, tracer
+from distiller.relay.handler import handle_relay
+from distiller.relay.loop import Relay
+from distiller.relay.stream import CHECKPOINTS_COLLECTION
+from distiller.settings import (
+    ApiSettings,
+    DispatcherSettings,
+    DistillerSettings,
+    MongoSettings,
+    RelaySettings,
+    SettingsError,
+)
 
 
 def payload_store(bucket: str | None) -> PayloadStore | None:
@@ -105,3 +126,85 @@ class DispatcherRuntime:
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherRuntime:
         mongo = MongoSettings.from_env(env)
         return cls.build(connect_database(mongo), DispatcherSettings.from_env(env), mongo.lookup_ttl_seconds)
+
+
+# -- Relay -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RelayRuntime:
+    relay: Relay
+    max_seconds: float
+
+    @classmethod
+    def build(cls, database: Database, settings: RelaySettings, sqs_client: object = None) -> RelayRuntime:
+        if sqs_client is None:
+            sqs_client = boto3.client("sqs")
+        relay = Relay(
+            database,
+            SqsQueue(sqs_client, settings.ingest_queue_url),
+            MongoCheckpointStore(database[CHECKPOINTS_COLLECTION]),
+            name=settings.name,
+            collections=settings.collections,
+            dead_letters=SqsQueue(sqs_client, settings.ingest_dead_letter_queue_url),
+            start_at=settings.start_at,
+        )
+        return cls(relay=relay, max_seconds=settings.max_seconds)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RelayRuntime:
+        settings = RelaySettings.from_env(env)
+        return cls.build(connect_database(MongoSettings.from_env(env)), settings)
+
+
+# -- API -------------------------------------------------------------------------------------
+
+
+def api_runtime_from_env(env: Mapping[str, str] | None = None) -> ApiRuntime:
+    """The API's runtime from the environment (deployed); `distiller api` builds its own from files."""
+    mongo, settings = MongoSettings.from_env(env), ApiSettings.from_env(env)
+    database = connect_database(mongo)
+    file_links = FileLinks(
+        boto3.client("s3", config=Config(signature_version="s3v4")),
+        settings.documents_bucket,
+        settings.documents_key_prefix,
+    )
+    return ApiRuntime(
+        data=PartnerData(database, file_links),
+        partners=MongoLookups(database, ttl_seconds=mongo.lookup_ttl_seconds).partners,
+        secrets=SecretsManagerSharedSecrets(settings.partner_secrets_prefix),
+        auth=settings.auth,
+        replay_queue=SqsQueue(boto3.client("sqs"), settings.delivery_queue_url),
+        file_links=file_links,
+        payloads=payload_store(settings.claim_check_bucket),
+        limiter=_rate_limiter(database),
+        limits=api_limits(settings),
+    )
+
+
+def api_limits(settings: ApiSettings) -> ApiLimits:
+    """`API_RATE_LIMIT` (every route) and `API_REPLAY_RATE_LIMIT` (replays, on top)."""
+    return ApiLimits(requests=settings.request_limit, replays=settings.replay_limit)
+
+
+def _rate_limiter(database: Database) -> MongoRateLimiter:
+    limiter = MongoRateLimiter(database[RATE_LIMITS_COLLECTION])
+    limiter.ensure_indexes()
+    return limiter
+
+
+__all__ = [
+    "ApiRuntime",
+    "DispatcherRuntime",
+    "DistillerRuntime",
+    "RelayRuntime",
+    "api_runtime_from_env",
+    "app",
+    "handle_deliveries",
+    "handle_ingest",
+    "handle_relay",
+    "logger",
+    "metrics",
+    "tracer",
+    "use_runtime",
+]

@@ -1,135 +1,162 @@
-"""Function settings, read from the environment once and validated at cold start.
+"""Every function's settings, read from the environment once and validated at cold start.
 
-A missing or malformed setting fails the first invocation loudly with its name, instead of
-surfacing as a confusing error in the middle of a batch.
+One pydantic model per concern; each field's alias is its environment variable, so the names the
+template sets and the names read here are one list (`tests/unit/test_settings.py` feeds the
+template's own `Environment.Variables` to every function's settings). A missing or malformed
+setting fails the first invocation loudly with the variable's name, instead of surfacing as a
+confusing error in the middle of a batch. An empty value means unset (the template passes ""
+for optional parameters).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Self
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distiller.adapters.secrets import DEFAULT_PREFIX
+from distiller.api.auth import AuthSettings
+from distiller.api.rate_limit import DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_LIMIT, RateLimit
+from distiller.relay.stream import DEFAULT_COLLECTIONS, DEFAULT_RELAY_NAME, StartAt, parse_start_at
+
+MAX_RECEIVE_COUNT = 5
+"""The queues' `maxReceiveCount` (template.yaml): the receive on which a handler parks instead of failing."""
 
 
 class SettingsError(RuntimeError):
     """A required setting is missing or malformed; the message names the variable."""
 
 
-class Env:
-    def __init__(self, env: Mapping[str, str] | None) -> None:
-        self._env = dict(os.environ) if env is None else dict(env)
+class _FromEnv(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True, populate_by_name=True)
 
-    def required(self, name: str, what: str) -> str:
-        value = self._env.get(name, "").strip()
-        if not value:
-            raise SettingsError(f"{name}: required ({what})")
-        return value
-
-    def text(self, name: str, default: str) -> str:
-        return self._env.get(name, "").strip() or default
-
-    def number(self, name: str, default: float, minimum: float = 0) -> float:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """The settings from `env` (default: `os.environ`); `SettingsError` naming every bad variable."""
+        source = os.environ if env is None else env
+        values = {name: value for name, value in source.items() if isinstance(value, str) and value.strip()}
         try:
-            value = float(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{name}: not a number: {raw!r}") from exc
-        if value < minimum:
-            raise SettingsError(f"{name}: must be >= {minimum:g}")
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError("; ".join(_problem(cls, error) for error in exc.errors())) from None
+
+    @classmethod
+    def variables(cls) -> dict[str, bool]:
+        """Every environment variable this reads, and whether it is required."""
+        return {str(field.alias): field.is_required() for field in cls.model_fields.values()}
+
+
+def _problem(model: type[BaseModel], error: Any) -> str:
+    name = str(error["loc"][0]) if error.get("loc") else model.__name__
+    field = next((f for f in model.model_fields.values() if f.alias == name), None)
+    what = f" ({field.description})" if field is not None and field.description and error["type"] == "missing" else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name}: {'required' if error['type'] == 'missing' else message}{what}"
+
+
+def _env(name: str, description: str, default: Any = ..., **constraints: Any) -> Any:
+    return Field(default, alias=name, description=description, **constraints)
+
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class MongoSettings(_FromEnv):
+    uri_secret: str = _env("MONGODB_URI_SECRET", "Secrets Manager name or ARN of the Mongo URI (never the URI)")
+    database: str = _env("MONGODB_DATABASE", "database name", "privateauto")
+    lookup_ttl_seconds: Seconds = _env("LOOKUP_TTL_SECONDS", "how long partner records and lookups are cached", 60.0)
+
+
+class DistillerSettings(_FromEnv):
+    delivery_queue_url: str = _env("DELIVERY_QUEUE_URL", "URL of the delivery queue")
+    ingest_dead_letter_queue_url: str = _env("INGEST_DLQ_URL", "URL of the ingest dead-letter queue")
+    documents_bucket: str = _env("DOCUMENTS_BUCKET", "S3 bucket holding deal documents, for signed links")
+    documents_key_prefix: str = _env("DOCUMENTS_KEY_PREFIX", "key prefix of deal documents", "")
+    claim_check_bucket: str | None = _env("CLAIM_CHECK_BUCKET", "bucket for payloads too large for SQS", None)
+    max_receive_count: int = _env("MAX_RECEIVE_COUNT", "the ingest queue's maxReceiveCount", MAX_RECEIVE_COUNT, ge=1)
+    linked_deal_max_age_seconds: Seconds = _env(
+        "LINKED_DEAL_MAX_AGE_SECONDS", "how long a record waits for its linked deal to appear", 3600.0
+    )
+
+
+class DispatcherSettings(_FromEnv):
+    retry_queue_url: str = _env("RETRY_QUEUE_URL", "URL of the retry queue")
+    dead_letter_queue_url: str = _env("DELIVERY_DLQ_URL", "URL of the delivery dead-letter queue")
+    retry_delays: str = _env("RETRY_DELAYS", "seconds before each retry, comma-separated", "60,300,900")
+    allow_private_endpoints: bool = _env("ALLOW_PRIVATE_ENDPOINTS", "local runs only: allow loopback", False)
+    partner_secrets_prefix: str = _env("PARTNER_SECRETS_PREFIX", "Secrets Manager prefix", DEFAULT_PREFIX)
+    secret_cache_seconds: int = _env("SECRET_CACHE_SECONDS", "webhook secret cache", 30, ge=0)
+    timeout_seconds: float = _env("DELIVERY_TIMEOUT_SECONDS", "per-attempt budget", 10.0, ge=0.1)
+    per_host_connections: int = _env("PER_HOST_CONNECTIONS", "concurrent POSTs per partner host", 4, ge=1)
+    concurrency: int = _env("DISPATCH_CONCURRENCY", "concurrent POSTs per invocation", 16, ge=1)
+    delivery_log_retention_days: int = _env("DELIVERY_LOG_RETENTION_DAYS", "delivery log TTL", 30, ge=1)
+    claim_check_bucket: str | None = _env("CLAIM_CHECK_BUCKET", "bucket for payloads too large for SQS", None)
+    max_receive_count: int = _env("MAX_RECEIVE_COUNT", "the queues' maxReceiveCount", MAX_RECEIVE_COUNT, ge=1)
+    claim_lease_seconds: float = _env(
+        "CLAIM_LEASE_SECONDS", "how long an attempt stays claimed: longer than the function may run", 120.0, ge=1
+    )
+
+
+class ApiSettings(_FromEnv):
+    delivery_queue_url: str = _env("DELIVERY_QUEUE_URL", "URL of the delivery queue (replays)")
+    documents_bucket: str = _env("DOCUMENTS_BUCKET", "S3 bucket holding deal documents, for signed links")
+    documents_key_prefix: str = _env("DOCUMENTS_KEY_PREFIX", "key prefix of deal documents", "")
+    partner_secrets_prefix: str = _env("PARTNER_SECRETS_PREFIX", "Secrets Manager prefix", DEFAULT_PREFIX)
+    claim_check_bucket: str | None = _env("CLAIM_CHECK_BUCKET", "bucket for replayed payloads too large", None)
+    jwt_max_lifetime_seconds: int = _env("JWT_MAX_LIFETIME_SECONDS", "longest accepted token lifetime", 900, ge=1)
+    jwt_leeway_seconds: int = _env("JWT_LEEWAY_SECONDS", "clock skew tolerated on exp/iat/nbf", 30, ge=0)
+    request_limit: RateLimit = _env("API_RATE_LIMIT", "requests per partner, requests/seconds", DEFAULT_REQUEST_LIMIT)
+    replay_limit: RateLimit = _env(
+        "API_REPLAY_RATE_LIMIT", "replays per partner, requests/seconds", DEFAULT_REPLAY_LIMIT
+    )
+
+    @field_validator("request_limit", "replay_limit", mode="before")
+    @classmethod
+    def _rate_limit(cls, value: Any) -> Any:
+        return RateLimit.parse(value) if isinstance(value, str) else value
+
+    @property
+    def auth(self) -> AuthSettings:
+        return AuthSettings(max_lifetime_seconds=self.jwt_max_lifetime_seconds, leeway_seconds=self.jwt_leeway_seconds)
+
+
+class RelaySettings(_FromEnv):
+    ingest_queue_url: str = _env("INGEST_QUEUE_URL", "URL of the ingest queue")
+    ingest_dead_letter_queue_url: str = _env("INGEST_DLQ_URL", "where a change too big for SQS is parked")
+    collections: tuple[str, ...] = _env(
+        "RELAY_COLLECTIONS", "collections to watch, comma-separated", DEFAULT_COLLECTIONS
+    )
+    max_seconds: float = _env("RELAY_MAX_SECONDS", "how long one invocation reads", 50.0, ge=1)
+    name: str = _env("RELAY_NAME", "the checkpoint's name", DEFAULT_RELAY_NAME)
+    start_at: StartAt | None = _env(
+        "RELAY_START_AT", "where to start without a checkpoint (unset: refuse to guess)", None
+    )
+
+    @field_validator("collections", mode="before")
+    @classmethod
+    def _collections(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(name.strip() for name in value.split(",") if name.strip())
+            if not value:
+                raise ValueError("needs at least one collection name")
         return value
 
-    def flag(self, name: str) -> bool:
-        raw = self._env.get(name, "").strip().lower()
-        if raw in ("", "0", "false", "no", "off"):
-            return False
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        raise SettingsError(f"{name}: expected true or false, got {raw!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class MongoSettings:
-    uri_secret: str
-    """Secrets Manager name/ARN holding the MongoDB connection string (never the URI itself)."""
-    database: str = "privateauto"
-    lookup_ttl_seconds: float = 60.0
-
+    @field_validator("start_at", mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        e = Env(env)
-        return cls(
-            uri_secret=e.required("MONGODB_URI_SECRET", "Secrets Manager name or ARN of the Mongo URI"),
-            database=e.text("MONGODB_DATABASE", "privateauto"),
-            lookup_ttl_seconds=e.number("LOOKUP_TTL_SECONDS", 60.0),
-        )
+    def _start_at(cls, value: Any) -> Any:
+        return parse_start_at(value) if isinstance(value, str) else value
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, **_FromEnv.model_config)
 
 
-MAX_RECEIVE_COUNT = 5
-"""The queues' `maxReceiveCount` (template.yaml): the receive on which a handler parks instead of failing."""
-
-
-@dataclass(frozen=True, slots=True)
-class DistillerSettings:
-    delivery_queue_url: str
-    ingest_dead_letter_queue_url: str
-    documents_bucket: str
-    documents_key_prefix: str = ""
-    claim_check_bucket: str | None = None
-    max_receive_count: int = MAX_RECEIVE_COUNT
-    linked_deal_max_age_seconds: float = 3600.0
-    """How long a record whose linked deal is not visible yet is retried before it is parked."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        e = Env(env)
-        return cls(
-            delivery_queue_url=e.required("DELIVERY_QUEUE_URL", "URL of the delivery queue"),
-            ingest_dead_letter_queue_url=e.required("INGEST_DLQ_URL", "URL of the ingest dead-letter queue"),
-            documents_bucket=e.required("DOCUMENTS_BUCKET", "S3 bucket holding deal documents, for signed links"),
-            documents_key_prefix=e.text("DOCUMENTS_KEY_PREFIX", ""),
-            claim_check_bucket=e.text("CLAIM_CHECK_BUCKET", "") or None,
-            max_receive_count=int(e.number("MAX_RECEIVE_COUNT", MAX_RECEIVE_COUNT, minimum=1)),
-            linked_deal_max_age_seconds=e.number("LINKED_DEAL_MAX_AGE_SECONDS", 3600.0),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DispatcherSettings:
-    retry_queue_url: str
-    dead_letter_queue_url: str
-    retry_delays: str = "60,300,900"
-    allow_private_endpoints: bool = False
-    partner_secrets_prefix: str = DEFAULT_PREFIX
-    secret_cache_seconds: int = 30
-    timeout_seconds: float = 10.0
-    per_host_connections: int = 4
-    concurrency: int = 16
-    delivery_log_retention_days: int = 30
-    claim_check_bucket: str | None = None
-    max_receive_count: int = MAX_RECEIVE_COUNT
-    claim_lease_seconds: float = 120.0
-    """How long an attempt stays claimed: longer than the function may run (template: 90 s)."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        e = Env(env)
-        return cls(
-            retry_queue_url=e.required("RETRY_QUEUE_URL", "URL of the retry queue"),
-            dead_letter_queue_url=e.required("DELIVERY_DLQ_URL", "URL of the delivery dead-letter queue"),
-            retry_delays=e.text("RETRY_DELAYS", "60,300,900"),
-            allow_private_endpoints=e.flag("ALLOW_PRIVATE_ENDPOINTS"),
-            partner_secrets_prefix=e.text("PARTNER_SECRETS_PREFIX", DEFAULT_PREFIX),
-            secret_cache_seconds=int(e.number("SECRET_CACHE_SECONDS", 30)),
-            timeout_seconds=e.number("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-            per_host_connections=int(e.number("PER_HOST_CONNECTIONS", 4, minimum=1)),
-            concurrency=int(e.number("DISPATCH_CONCURRENCY", 16, minimum=1)),
-            delivery_log_retention_days=int(e.number("DELIVERY_LOG_RETENTION_DAYS", 30, minimum=1)),
-            claim_check_bucket=e.text("CLAIM_CHECK_BUCKET", "") or None,
-            max_receive_count=int(e.number("MAX_RECEIVE_COUNT", MAX_RECEIVE_COUNT, minimum=1)),
-            claim_lease_seconds=e.number("CLAIM_LEASE_SECONDS", 120.0, minimum=1),
-        )
+__all__ = [
+    "MAX_RECEIVE_COUNT",
+    "ApiSettings",
+    "DispatcherSettings",
+    "DistillerSettings",
+    "MongoSettings",
+    "RelaySettings",
+    "SettingsError",
+]

@@ -361,7 +361,12 @@ class LocalPipeline:
             Bucket=DOCUMENTS_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
         )
         self.distiller._runtime = DistillerRuntime.build(
-            database, DistillerSettings(self.urls["delivery"], self.urls["ingest-dlq"], DOCUMENTS_BUCKET)
+            database,
+            DistillerSettings(
+                delivery_queue_url=self.urls["delivery"],
+                ingest_dead_letter_queue_url=self.urls["ingest-dlq"],
+                documents_bucket=DOCUMENTS_BUCKET,
+            ),
         )
         self.dispatcher._runtime = DispatcherRuntime.build(
             database,

@@ -35,7 +35,6 @@ class MongoLookups:
         self._partners: tuple[float, list[Partner]] | None = None
         self._documents: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self.partner_errors: list[str] = []
-        self.queries = 0
 
     def partners(self) -> list[Partner]:
         """Every partner record, active or not (routing explains why an inactive one gets nothing)."""
@@ -43,7 +42,6 @@ class MongoLookups:
         if self._partners is not None and now - self._partners[0] < self._ttl:
             return self._partners[1]
         try:
-            self.queries += 1
             records = list(self._db[PARTNERS_COLLECTION].find({}, {"_id": 0}).sort("partnerId", 1))
         except PyMongoError as exc:
             raise LookupFailure(f"partners: {exc}") from exc
@@ -74,7 +72,6 @@ class MongoLookups:
         if missing:
             query = {"_id": {"$in": [form for doc_id in missing for form in id_forms(doc_id)]}}
             try:
-                self.queries += 1
                 fetched = unambiguous_by_id(self._db[collection].find(query), collection)
             except PyMongoError as exc:
                 raise LookupFailure(f"{collection}: {exc}") from exc

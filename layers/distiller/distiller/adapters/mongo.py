@@ -1,4 +1,5 @@
-"""Connecting to the real database (the only place that opens a MongoClient)."""
+"""Connecting to the real database from a function: the URI from Secrets Manager, one pooled client per
+container. (The relay CLI and ops tooling open their own client from a `--mongo-uri`.)"""
 
 from __future__ import annotations
 

@@ -44,8 +44,6 @@ from typing import Any, Protocol, Self
 
 import jwt
 
-from distiller.settings import Env
-
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("HS256", "HS384", "HS512")
 MAX_TOKEN_LENGTH = 8192
 """Longer bearer values are refused as malformed before any decoding."""
@@ -91,15 +89,6 @@ class AuthSettings:
             raise ValueError("max_lifetime_seconds must be > 0")
         if self.leeway_seconds < 0:
             raise ValueError("leeway_seconds must be >= 0")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        """``API_TOKEN_MAX_LIFETIME_SECONDS`` (default 900) and ``API_TOKEN_LEEWAY_SECONDS`` (default 30)."""
-        e = Env(env)
-        return cls(
-            max_lifetime_seconds=int(e.number("API_TOKEN_MAX_LIFETIME_SECONDS", 900, minimum=1)),
-            leeway_seconds=int(e.number("API_TOKEN_LEEWAY_SECONDS", 30)),
-        )
 
 
 DEFAULT_AUTH_SETTINGS = AuthSettings()

@@ -3,6 +3,10 @@
 Every route authenticates first (JWT, `p` = the path's partnerId), then reads through
 `PartnerData`, which applies the same webhookScope rules as the distiller's router. Anything
 outside the partner's scope is 404, exactly like something that does not exist.
+
+Routes return the plain dicts of `distiller.api.dto`; each declares (`responses=`) the model of
+`distiller.api.models` that describes its body and the errors it answers, for the OpenAPI
+document only (`openapi_document`, docs/openapi.json).
 """
 
 from __future__ import annotations
@@ -16,13 +20,30 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel
 
 from distiller.adapters.file_links import FileLinks
 from distiller.adapters.queues import MessageQueue, OutgoingMessage
 from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authenticate
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
-from distiller.api.rate_limit import RateLimit, RateLimiter
+from distiller.api.models import (
+    ErrorResponse,
+    PartnerDealDocumentsResponse,
+    PartnerDealList,
+    PartnerDealResponse,
+    PartnerDocumentResponse,
+    PartnerGeneratedDocumentResponse,
+    PartnerListingList,
+    PartnerListingResponse,
+    PartnerOfferList,
+    PartnerOfferResponse,
+    ReplayQueued,
+    WebhookDeliveryList,
+    WebhookDeliveryResponse,
+)
+from distiller.api.rate_limit import DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_LIMIT, RateLimit, RateLimiter
 from distiller.core.clock import iso_utc, parse_instant, utc_now
 from distiller.core.ejson import id_string
 from distiller.core.partners import Partner
@@ -44,10 +65,6 @@ MAX_TEXT = 128
 
 
 app = APIGatewayRestResolver(enable_validation=True)
-
-
-DEFAULT_REQUEST_LIMIT = RateLimit(600, 60)
-DEFAULT_REPLAY_LIMIT = RateLimit(30, 60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +117,44 @@ class RateLimited(Exception):
     def __init__(self, retry_after_seconds: int) -> None:
         super().__init__(f"rate limit exceeded; retry after {retry_after_seconds} s")
         self.retry_after_seconds = retry_after_seconds
+
+
+ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
+    400: {"description": "An invalid query parameter (`error` names it first)"},
+    401: {
+        "description": "No bearer token, or one that is malformed, expired, wrongly signed or for an unknown partner"
+    },
+    403: {"description": "The token is for another partner, or the partner is inactive"},
+    404: {"description": "Not found, or outside the partner's webhookScope (the two are not told apart)"},
+    422: {"description": "The delivery's payload is too large to queue and no claim-check store is configured"},
+    429: {
+        "description": "Over the partner's request allowance (or replay allowance); retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
+    503: {"description": "The claim-check store or the delivery queue is unavailable; try again"},
+}
+"""The error answers a route may declare, each with an `ErrorResponse` body."""
+
+READ_ERRORS = (401, 403, 429)
+"""Every route authenticates (401/403) and counts against the partner's allowance (429)."""
+
+
+def _responses(model: type[BaseModel], description: str, *errors: int, status: int = 200) -> dict[int, OpenAPIResponse]:
+    """The OpenAPI `responses` of a route: `model` for `status`, `ErrorResponse` for each of `errors`.
+
+    Documentation only: the routes return the DTO dicts and no response model validates them
+    (their return annotation stays `dict`). powertools adds a 422 of its own to every route;
+    `openapi_document` removes it (request validation errors are answered 400 by `_invalid`).
+    """
+    declared: dict[int, OpenAPIResponse] = {
+        status: {"description": description, "content": {content_types.APPLICATION_JSON: {"model": model}}}
+    }
+    for code in sorted({*READ_ERRORS, *errors}):
+        declared[code] = {
+            **ERROR_RESPONSES[code],
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorResponse}},
+        }
+    return declared
 
 
 def _json(status: int, body: Any) -> Response:
@@ -202,53 +257,89 @@ def _found(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
     return value
 
 
-@app.get("/data/deals/<partnerId>", summary="List the partner's deals")
+@app.get(
+    "/data/deals/<partnerId>",
+    summary="List the partner's deals",
+    responses=_responses(PartnerDealList, "A page of deals, newest first", 400),
+)
 def list_deals(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
     return _listed(
         partnerId, _page_, _limit_, lambda partner, limit: _rt().data.list_deals(partner, _page_, limit, status)
     )
 
 
-@app.get("/data/deals/<partnerId>/<dealId>", summary="One deal (PartnerDealResponse)")
+@app.get(
+    "/data/deals/<partnerId>/<dealId>",
+    summary="One deal (PartnerDealResponse)",
+    responses=_responses(PartnerDealResponse, "The deal", 404),
+)
 def get_deal(partnerId: str, dealId: str) -> dict:
     return _found(_rt().data.get_deal(_partner(partnerId), dealId), "deal")
 
 
-@app.get("/data/deals/<partnerId>/<dealId>/documents", summary="Every document on a deal, freshly signed")
+@app.get(
+    "/data/deals/<partnerId>/<dealId>/documents",
+    summary="Every document on a deal, freshly signed",
+    responses=_responses(PartnerDealDocumentsResponse, "The deal's title attachment and documents", 404),
+)
 def deal_documents(partnerId: str, dealId: str) -> dict:
     return _found(_rt().data.deal_documents(_partner(partnerId), dealId), "deal")
 
 
-@app.get("/data/offers/<partnerId>", summary="List the partner's offers")
+@app.get(
+    "/data/offers/<partnerId>",
+    summary="List the partner's offers",
+    responses=_responses(PartnerOfferList, "A page of offers, newest first", 400),
+)
 def list_offers(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
     return _listed(
         partnerId, _page_, _limit_, lambda partner, limit: _rt().data.list_offers(partner, _page_, limit, status)
     )
 
 
-@app.get("/data/offers/<partnerId>/<offerId>", summary="One offer (PartnerOfferResponse)")
+@app.get(
+    "/data/offers/<partnerId>/<offerId>",
+    summary="One offer (PartnerOfferResponse)",
+    responses=_responses(PartnerOfferResponse, "The offer", 404),
+)
 def get_offer(partnerId: str, offerId: str) -> dict:
     return _found(_rt().data.get_offer(_partner(partnerId), offerId), "offer")
 
 
-@app.get("/data/listings/<partnerId>", summary="List the partner's listings")
+@app.get(
+    "/data/listings/<partnerId>",
+    summary="List the partner's listings",
+    responses=_responses(PartnerListingList, "A page of listings, newest first", 400),
+)
 def list_listings(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
     return _listed(
         partnerId, _page_, _limit_, lambda partner, limit: _rt().data.list_listings(partner, _page_, limit, status)
     )
 
 
-@app.get("/data/listings/<partnerId>/<listingId>", summary="One listing (PartnerListingResponse)")
+@app.get(
+    "/data/listings/<partnerId>/<listingId>",
+    summary="One listing (PartnerListingResponse)",
+    responses=_responses(PartnerListingResponse, "The listing", 404),
+)
 def get_listing(partnerId: str, listingId: str) -> dict:
     return _found(_rt().data.get_listing(_partner(partnerId), listingId), "listing")
 
 
-@app.get("/data/documents/<partnerId>/<documentId>", summary="One document (documents collection)")
+@app.get(
+    "/data/documents/<partnerId>/<documentId>",
+    summary="One document (documents collection)",
+    responses=_responses(PartnerDocumentResponse, "The document", 404),
+)
 def get_document(partnerId: str, documentId: str) -> dict:
     return _found(_rt().data.document(_partner(partnerId), documentId), "document")
 
 
-@app.get("/data/generated-documents/<partnerId>/<documentId>", summary="One generated document")
+@app.get(
+    "/data/generated-documents/<partnerId>/<documentId>",
+    summary="One generated document",
+    responses=_responses(PartnerGeneratedDocumentResponse, "The generated document", 404),
+)
 def get_generated_document(partnerId: str, documentId: str) -> dict:
     return _found(_rt().data.generated_document(_partner(partnerId), documentId), "generated document")
 
@@ -266,7 +357,11 @@ def _instant(name: str, text: str | None) -> dt.datetime | None:
     return value
 
 
-@app.get("/data/webhook-deliveries/<partnerId>", summary="The partner's webhook delivery attempts, newest first")
+@app.get(
+    "/data/webhook-deliveries/<partnerId>",
+    summary="The partner's webhook delivery attempts, newest first",
+    responses=_responses(WebhookDeliveryList, "A page of delivery attempts, newest first", 400),
+)
 def list_deliveries(
     partnerId: str,
     _page_: Page = 0,
@@ -292,7 +387,11 @@ def list_deliveries(
     return _page(result, _page_, limit)
 
 
-@app.get("/data/webhook-deliveries/<partnerId>/<logId>", summary="One delivery attempt with its dispatched body")
+@app.get(
+    "/data/webhook-deliveries/<partnerId>/<logId>",
+    summary="One delivery attempt with its dispatched body",
+    responses=_responses(WebhookDeliveryResponse, "The delivery attempt", 404),
+)
 def get_delivery(partnerId: str, logId: str) -> dict:
     return delivery_dto(_found(_rt().data.get_delivery(_partner(partnerId), logId), "delivery"))
 
@@ -300,6 +399,7 @@ def get_delivery(partnerId: str, logId: str) -> dict:
 @app.post(
     "/data/webhook-deliveries/<partnerId>/<logId>/replay",
     summary="Deliver this event again, with the same eventId (document links freshly signed)",
+    responses=_responses(ReplayQueued, "Queued for delivery", 404, 422, 503, status=202),
 )
 def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
     rt = _rt()
@@ -354,4 +454,48 @@ def _readable_documents(file_links: FileLinks | None, documents: list[Any], file
 
 
 def openapi_document() -> dict[str, Any]:
-    return json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))
+    """The OpenAPI document of the routes (`make openapi` writes it to docs/openapi.json).
+
+    powertools declares a 422 `HTTPValidationError` on every route; this API answers request
+    validation errors 400 `ErrorResponse` instead (`_invalid`), so that 422 is removed (the
+    replay's own 422, an `ErrorResponse`, stays), and so are the component schemas nothing
+    references any more (`HTTPValidationError`, `ValidationError`, `ResponseValidationError`).
+    """
+    document = json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if _schema_ref(responses.get("422")) == f"{COMPONENTS}HTTPValidationError":
+                del responses["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    used = _referenced(document.get("paths", {}), schemas)
+    for name in [name for name in schemas if name not in used]:
+        del schemas[name]
+    return document
+
+
+COMPONENTS = "#/components/schemas/"
+
+
+def _schema_ref(response: Any) -> str | None:
+    if not isinstance(response, dict):
+        return None
+    schema = response.get("content", {}).get(content_types.APPLICATION_JSON, {}).get("schema", {})
+    return schema.get("$ref") if isinstance(schema, dict) else None
+
+
+def _referenced(root: Any, schemas: dict[str, Any]) -> set[str]:
+    """The component schemas `root` references, directly or through other components."""
+    found: set[str] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(COMPONENTS) and ref[len(COMPONENTS) :] not in found:
+                found.add(ref[len(COMPONENTS) :])
+                pending.append(schemas.get(ref[len(COMPONENTS) :]))
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 WebhookScope = Literal["appSource", "organization", "both"]
@@ -23,8 +23,6 @@ class Partner:
     link_platform: str = "dealnow"
     webhook_url: str | None = None
     events: tuple[str, ...] = ("*",)
-    webhook_secret: str | None = field(default=None, repr=False)
-    """Local-development secret only; deployed secrets live in Secrets Manager. Never logged."""
 
 
 def partner_from_record(record: Any, where: str = "partner") -> Partner:
@@ -69,8 +67,9 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         events = ["*"]
     if not isinstance(events, list) or not all(isinstance(e, str) and e for e in events):
         raise PartnerRecordError(f"{where}.webhook.events: expected a list of event names or wildcards")
-    secret = webhook.get("secret")
-    if secret is not None and not isinstance(secret, str):
+    # `webhook.secret` (local records only) is read where secrets are loaded, never into a Partner:
+    # deployed secrets live in Secrets Manager, and a Partner is logged and explained freely.
+    if webhook.get("secret") is not None and not isinstance(webhook.get("secret"), str):
         raise PartnerRecordError(f"{where}.webhook.secret: expected a string")
 
     return Partner(
@@ -81,7 +80,6 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         link_platform=link_platform,
         webhook_url=url,
         events=tuple(events),
-        webhook_secret=secret,
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,27 @@ from distiller.deliver.signing import signature
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+_QUERY = re.compile(r"(?P<base>[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"?#]*)[?#][^\s'\"]*")
+
+
+def _loggable(text: str | None) -> str | None:
+    """`text` for the log, with any URL cut before its query string (tokens, signed links)."""
+    return _QUERY.sub(r"\g<base>?…", text) if text else text
+
+
+def _ids(message: DeliveryMessage, attempt: int | None = None) -> dict[str, object]:
+    """The keys that identify a delivery in every log line (never its payload, URL or secret)."""
+    keys: dict[str, object] = {
+        "partnerId": message.partner_id,
+        "eventId": message.event_id,
+        "event": message.event,
+        "redrive": message.redrive,
+    }
+    if attempt is not None:
+        keys["attempt"] = attempt
+    return keys
+
 
 Outcome = Literal["delivered", "skipped", "retry-scheduled", "dead-lettered", "deferred"]
 """`deferred`: no attempt was made (no time left, or another invocation holds it); the message
@@ -188,7 +210,12 @@ class Dispatcher:
             except DispatchFailure as exc:
                 failure: Exception = exc
             except Exception as exc:  # a bug or a record nothing anticipated: this delivery only
-                logger.exception("delivery %s for %s failed unexpectedly", message.event_id, message.partner_id)
+                logger.exception(
+                    "delivery %s for %s failed unexpectedly",
+                    message.event_id,
+                    message.partner_id,
+                    extra=_ids(message, message.attempt + 1),
+                )
                 failure = DispatchFailure(f"unexpected {type(exc).__name__}: {exc}")
             return unfinished(index, failure)
 
@@ -239,22 +266,27 @@ class Dispatcher:
             result = SendResult(False, error=str(exc))
             return self._finish_failed(message, attempt, partner.webhook_url, result, final=True)
         body = message.raw_body()
+        latency_ms = None  # for the log line: how long the POST took
         try:
             secret = self._secrets.webhook_secret(partner.partner_id)
         except SecretUnavailable as exc:
             result = SendResult(False, error=str(exc))
         else:
+            started = time.monotonic()
             result = self._sender.post(
                 partner.webhook_url, webhook_headers(message, secret, body), body, start_by=start_by
             )
+            latency_ms = round((time.monotonic() - started) * 1000)
 
         if result.deferred:
             self._logged(lambda: self._log.release(key, claim))
             return self._defer(message, 0, result.error or "not started")
         if result.delivered:
-            self._record(message, attempt, partner.webhook_url, "delivered", result)
+            self._record(message, attempt, partner.webhook_url, "delivered", result, latency_ms=latency_ms)
             return "delivered"
-        return self._finish_failed(message, attempt, partner.webhook_url, result, final=result.refused)
+        return self._finish_failed(
+            message, attempt, partner.webhook_url, result, final=result.refused, latency_ms=latency_ms
+        )
 
     def give_up(self, message: DeliveryMessage, reason: str) -> Outcome | None:
         """Dead-letter a message that cannot be retried any more, with its reason and, if the
@@ -267,8 +299,20 @@ class Dispatcher:
         try:
             self._record(message, attempt, None, "failed", SendResult(False, error=reason), dead_lettered=True)
         except DispatchFailure as exc:  # the reason still travels with the dead letter
-            logger.error("dead-lettered %s for %s without a log entry: %s", message.event_id, message.partner_id, exc)
-        logger.warning("dead-lettered %s for %s: %s", message.event_id, message.partner_id, reason)
+            logger.error(
+                "dead-lettered %s for %s without a log entry: %s",
+                message.event_id,
+                message.partner_id,
+                _loggable(str(exc)),
+                extra={**_ids(message, attempt), "reason": _loggable(str(exc))},
+            )
+        logger.warning(
+            "dead-lettered %s for %s: %s",
+            message.event_id,
+            message.partner_id,
+            _loggable(reason),
+            extra={**_ids(message, attempt), "outcome": "dead-lettered", "reason": _loggable(reason)},
+        )
         return "dead-lettered"
 
     def _missing_partner_reason(self, partner_id: str) -> str:
@@ -280,7 +324,12 @@ class Dispatcher:
         self._send(self._retry_queue, OutgoingMessage(message.to_body(), min(delay, MAX_DELAY_SECONDS)), "retry queue")
         logger.info(
             "delivery deferred",
-            extra={"partnerId": message.partner_id, "eventId": message.event_id, "delay": delay, "reason": reason},
+            extra={
+                **_ids(message, message.attempt + 1),
+                "outcome": "deferred",
+                "delay": delay,
+                "reason": _loggable(reason),
+            },
         )
         return "deferred"
 
@@ -296,24 +345,39 @@ class Dispatcher:
         )
 
     def _finish_failed(
-        self, message: DeliveryMessage, attempt: int, url: str | None, result: SendResult, *, final: bool
+        self,
+        message: DeliveryMessage,
+        attempt: int,
+        url: str | None,
+        result: SendResult,
+        *,
+        final: bool,
+        latency_ms: int | None = None,
     ) -> Outcome:
         attempted_at = self._clock()
         after = message.after_attempt(iso_utc(attempted_at), result.error)
         delay = None if final else self.schedule.delay_after(attempt)
         if delay is None:
             self._send(self._dead_letters, OutgoingMessage(after.to_body()), "dead-letter queue")
-            self._record(message, attempt, url, "failed", result, dead_lettered=True, at=attempted_at)
+            self._record(
+                message, attempt, url, "failed", result, dead_lettered=True, at=attempted_at, latency_ms=latency_ms
+            )
             logger.warning(
                 "dead-lettered %s for %s after attempt %d: %s",
                 message.event_id,
                 message.partner_id,
                 attempt,
-                result.error,
+                _loggable(result.error),
+                extra={
+                    **_ids(message, attempt),
+                    "outcome": "dead-lettered",
+                    "statusCode": result.status_code,
+                    "reason": _loggable(result.error),
+                },
             )
             return "dead-lettered"
         self._send(self._retry_queue, OutgoingMessage(after.to_body(), delay), "retry queue")
-        self._record(message, attempt, url, "failed", result, at=attempted_at)
+        self._record(message, attempt, url, "failed", result, at=attempted_at, latency_ms=latency_ms)
         return "retry-scheduled"
 
     def _skip(self, message: DeliveryMessage, attempt: int, url: str | None, reason: str) -> Outcome:
@@ -334,6 +398,7 @@ class Dispatcher:
         *,
         dead_lettered: bool = False,
         at: dt.datetime | None = None,
+        latency_ms: int | None = None,
     ) -> None:
         entry = DeliveryAttempt(
             partner_id=message.partner_id,
@@ -354,16 +419,16 @@ class Dispatcher:
             self._log.record(entry)
         except Exception as exc:
             raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
-        logger.info(
+        outcome = "dead-lettered" if dead_lettered else "retry-scheduled" if status == "failed" else status
+        logger.info(  # one line per attempt, with ids only: never the payload, URL, secret or signature
             "delivery attempt",
             extra={
-                "partnerId": message.partner_id,
-                "event": message.event,
-                "eventId": message.event_id,
-                "attempt": attempt,
+                **_ids(message, attempt),
+                "outcome": outcome,
                 "status": status,
                 "statusCode": result.status_code,
-                "error": result.error,
+                "latencyMs": latency_ms,
+                "error": _loggable(result.error),
                 "deadLettered": dead_lettered,
             },
         )

@@ -12,13 +12,13 @@ POST and the log write lets an expired lease be taken over and the attempt repea
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
 
 from bson import ObjectId
-from pymongo import DESCENDING
 
-from distiller.core.clock import iso_utc
+from distiller.core.clock import iso_utc, parse_instant
 
 DELIVERIES_COLLECTION = "webhook_deliveries"
 CLAIMS_COLLECTION = "webhook_delivery_claims"
@@ -80,7 +80,7 @@ def log_line(document: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Newest first, ties by insertion: the order of the webhook-deliveries endpoint and the CLI.
-NEWEST_FIRST = [("attemptedAt", DESCENDING), ("_id", DESCENDING)]
+NEWEST_FIRST = [("attemptedAt", -1), ("_id", -1)]  # descending, as pymongo spells it
 
 
 def attempts_query(
@@ -94,21 +94,74 @@ def attempts_query(
 ) -> dict[str, Any]:
     """The Mongo filter for one partner's attempts, as the spec's webhook-deliveries filters read:
     `dateFrom`/`dateTo` are inclusive bounds on `attemptedAt` (UTC when no offset is given)."""
-    query: dict[str, Any] = {"partnerId": partner_id}
-    if status is not None:
-        query["status"] = status
-    if event is not None:
-        query["event"] = event
-    if event_id is not None:
-        query["eventId"] = event_id
-    bounds: dict[str, dt.datetime] = {}
-    if date_from is not None:
-        bounds["$gte"] = as_utc(date_from)
-    if date_to is not None:
-        bounds["$lte"] = as_utc(date_to)
-    if bounds:
-        query["attemptedAt"] = bounds
-    return query
+    return DeliveryFilter(
+        partner_id, status=status, event=event, date_from=date_from, date_to=date_to, event_id=event_id
+    ).query()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """The spec's webhook-deliveries filters, defined once for every reader of the delivery log.
+
+    `query()` is the Mongo filter (the /data API, `distiller deliveries --mongo-uri`); `matches()`
+    is the same test on one attempt in hand (`distiller deliveries --log`), so the two cannot
+    drift apart. Order and limit are the reader's (`NEWEST_FIRST` in Mongo). `date_from` and
+    `date_to` are inclusive bounds on `attemptedAt`, UTC when no offset is given, taken at the
+    millisecond Mongo keeps (a BSON date has no microseconds, for a bound as for a stored time).
+    """
+
+    partner_id: str
+    status: str | None = None
+    event: str | None = None
+    date_from: dt.datetime | None = None
+    date_to: dt.datetime | None = None
+    event_id: str | None = None
+
+    def query(self) -> dict[str, Any]:
+        query: dict[str, Any] = self._equal()
+        low, high = self._bounds()
+        bounds = {op: value for op, value in (("$gte", low), ("$lte", high)) if value is not None}
+        if bounds:
+            query["attemptedAt"] = bounds
+        return query
+
+    def matches(self, entry: Mapping[str, Any]) -> bool:
+        """Whether `query()` would select this attempt: a stored document (`attemptedAt` a datetime)
+        or its `log_line` (`attemptedAt` the ISO 8601 string); one without a readable time passes
+        only when there are no date bounds, as in Mongo."""
+        if any(entry.get(key) != value for key, value in self._equal().items()):
+            return False
+        low, high = self._bounds()
+        if low is None and high is None:
+            return True
+        at = _stored_instant(entry.get("attemptedAt"))
+        return at is not None and (low is None or at >= low) and (high is None or at <= high)
+
+    def _equal(self) -> dict[str, str]:
+        fields = {"partnerId": self.partner_id, "status": self.status, "event": self.event, "eventId": self.event_id}
+        return {key: value for key, value in fields.items() if value is not None}
+
+    def _bounds(self) -> tuple[dt.datetime | None, dt.datetime | None]:
+        return (
+            None if self.date_from is None else _to_millisecond(self.date_from),
+            None if self.date_to is None else _to_millisecond(self.date_to),
+        )
+
+
+def _to_millisecond(value: dt.datetime) -> dt.datetime:
+    """In UTC and cut to the millisecond, as a BSON date holds it (pymongo truncates)."""
+    value = as_utc(value)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _stored_instant(value: object) -> dt.datetime | None:
+    """`attemptedAt` of a document or a log line as Mongo would compare it; None when it is no time."""
+    if isinstance(value, str):
+        try:
+            value = parse_instant(value)
+        except ValueError:
+            return None
+    return _to_millisecond(value) if isinstance(value, dt.datetime) else None
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:
@@ -153,4 +206,4 @@ class DeliveryLog(Protocol):
         ...
 
 
-__all__ = ["AttemptKey", "ClaimHeld", "DeliveryAttempt", "DeliveryLog", "log_line"]
+__all__ = ["AttemptKey", "ClaimHeld", "DeliveryAttempt", "DeliveryFilter", "DeliveryLog", "log_line"]

@@ -35,6 +35,17 @@ from distiller.settings import MAX_RECEIVE_COUNT
 logger = logging.getLogger(__name__)
 
 
+def _ids(record: LambdaRecord, reason: str) -> dict[str, object]:
+    """A record's log keys: where it came from and why, never its body."""
+    return {
+        "origin": record.origin,
+        "messageId": record.message_id,
+        "source": record.source,
+        "receiveCount": record.receive_count,
+        "reason": reason,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """When a retried record stops being retried and is parked with its reason."""
@@ -69,7 +80,9 @@ def ingest(
 
     def park(owner: int, reason: str) -> None:
         record = records[owner]
-        logger.error("parking record %s: %s", record.origin, reason)
+        logger.error(
+            "parking record %s: %s", record.origin, reason, extra={**_ids(record, reason), "outcome": "parked"}
+        )
         if dead_letters.park(record.raw, reason, record.origin):
             result.parked.append((record.origin, reason))
         else:
@@ -88,7 +101,9 @@ def ingest(
                 waited = f"{age:.0f}s" if age is not None else "an unknown time"
                 park(owner, f"{reason} (gave up after {waited} and {record.receive_count} receive(s))")
                 return
-        logger.error("retrying record %s: %s", record.origin, reason)
+        logger.warning(  # it comes back; parked (ERROR) once its retries run out
+            "retrying record %s: %s", record.origin, reason, extra={**_ids(record, reason), "outcome": "retry"}
+        )
         result.retry.add(owner)
 
     owners: list[int] = []

@@ -1,4 +1,4 @@
-"""Issue 3 rows of the `deals` table: the negative-equity pair (user vs admin path) and the title
+"""The `deals` rows for negative equity and title files: the negative-equity pair (user vs admin path) and the title
 rows' files. One case per row (id = event name), then the negative twins."""
 
 import datetime as dt

@@ -1,6 +1,4 @@
-"""Operations: redrive a dead-letter queue, and read the delivery log the way partners see it.
-
-`distiller dlq redrive` puts dead-lettered messages back to work:
+"""Redrive a dead-letter queue: put its messages back to work.
 
 - **StartMessageMoveTask** (SQS's own redrive) is used when the bodies can go back unchanged
   (`kind="raw"`, no `max_messages`): SQS moves them asynchronously and we report its task
@@ -22,54 +20,34 @@ What goes back, per kind:
   `attempt` exhausts the schedule). `eventId`, `eventKey`, `payload`, `emittedAt` and
   `firstAttemptAt` are kept: the eventId is the partners' idempotency key, so one that was in
   fact received before is recognised as a duplicate; the emission time is what every attempt
-  signs as `X-PA-Timestamp`; `firstAttemptAt` records when the delivery was first tried. A
-  `redrive` count is added: the Dispatcher's duplicate check tells this new round of attempts
-  from the one that was dead-lettered by it.
+  signs as `X-PA-Timestamp`; `firstAttemptAt` records when the delivery was first tried. The
+  message's `redrive` field names its *round* of attempts and goes up by one, so the
+  Dispatcher's duplicate check and attempt claims (keyed on round and attempt) tell the new
+  round from the dead-lettered one. It is a round, not a count of redrives: an API replay
+  sets it to the request time in epoch seconds, which is likewise past every earlier round.
 - `ingest` (the ingest dead-letter queue): parked records `{"reason", "origin", "record"}`.
   `record` goes back to the ingest queue as JSON; it is itself an accepted input shape.
 - `raw`: bodies unchanged.
 
 A body that does not fit its kind stays in the dead-letter queue and is counted, with why.
-
-`distiller deliveries` lists delivery attempts newest first with the filters of the spec's
-`GET /data/webhook-deliveries/:partnerId` (status, event, dateFrom/dateTo as --since/--until,
-plus eventId), from the Mongo delivery log or from the JSON Lines `distiller run --log` wrote.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import logging
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import IO, Any, Literal, TextIO
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from distiller.adapters.queues import OutgoingMessage, pack_batches, region_of
-from distiller.core.clock import parse_instant
-from distiller.deliver.log import (
-    DELIVERIES_COLLECTION,
-    DELIVERY_STATUSES,
-    NEWEST_FIRST,
-    as_utc,
-    attempts_query,
-    log_line,
-)
 from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
 
 logger = logging.getLogger(__name__)
 
 RedriveKind = Literal["delivery", "ingest", "raw"]
 REDRIVE_KINDS: tuple[str, ...] = ("delivery", "ingest", "raw")
-
-REDRIVE_FIELD = "redrive"
-"""How many times a delivery was redriven. `DeliveryMessage` does not carry it yet, so it does
-not survive the next retry; the Dispatcher needs it (or an equivalent) to tell a redriven
-attempt 1 from a redelivered one (see `DeliveryLog.already_processed`)."""
 
 RECEIVE_VISIBILITY_SECONDS = 60
 """How long a received dead letter stays hidden while it is sent on and deleted."""
@@ -98,6 +76,8 @@ class RedriveError(RuntimeError):
 
 @dataclass(slots=True)
 class RedriveResult:
+    """What one redrive did, as `distiller dlq redrive` prints it (`to_json`)."""
+
     method: Literal["move-task", "receive-send-delete"]
     kind: str
     source_url: str
@@ -158,11 +138,8 @@ def redrive_body(body: str, kind: RedriveKind) -> str:
             message = DeliveryMessage.from_body(body)
         except DeliveryMessageError as exc:
             raise NotRedrivable(f"not a delivery message: {exc}") from exc
-        data = json.loads(replace(message, attempt=0, last_error=None).to_body())
-        previous = json.loads(body).get(REDRIVE_FIELD)
-        count = previous if isinstance(previous, int) and not isinstance(previous, bool) and previous >= 0 else 0
-        data[REDRIVE_FIELD] = count + 1
-        return json.dumps(data, separators=(",", ":"))
+        # the next round of attempts, with the whole retry schedule ahead of it
+        return replace(message, attempt=0, last_error=None, redrive=message.redrive + 1).to_body()
     if kind == "ingest":
         try:
             data = json.loads(body)
@@ -422,185 +399,6 @@ def _error_text(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-# -- the delivery log ------------------------------------------------------------------------
-
-
-def _check_filters(
-    partner_id: str, status: str | None, since: dt.datetime | None, until: dt.datetime | None, limit: int
-) -> None:
-    if not partner_id:
-        raise ValueError("partner: required")
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise ValueError(f"status {status!r} is not one of {', '.join(DELIVERY_STATUSES)}")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    if since is not None and until is not None and as_utc(since) > as_utc(until):
-        raise ValueError("since is after until: nothing can match")
-
-
-def list_deliveries(
-    collection: Any,
-    partner_id: str,
-    *,
-    status: str | None = None,
-    event: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    event_id: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """One partner's delivery attempts from the delivery log (Mongo), newest first, as plain JSON.
-
-    Filters as the spec's webhook-deliveries endpoint: `since`/`until` are its dateFrom/dateTo
-    (inclusive bounds on `attemptedAt`). Raises ValueError for an unknown status or bad bounds.
-    """
-    _check_filters(partner_id, status, since, until, limit)
-    query = attempts_query(partner_id, status=status, event=event, date_from=since, date_to=until, event_id=event_id)
-    cursor = collection.find(query, sort=NEWEST_FIRST, limit=limit)
-    return [log_line(document) for document in cursor]
-
-
-class LogFileError(ValueError):
-    """A `--log` file that cannot be read; the message names the file and line."""
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedAttempt:
-    line: int
-    attempted_at: dt.datetime
-    entry: dict[str, Any]
-
-
-def read_log(lines: Iterable[str], name: str) -> list[LoggedAttempt]:
-    """The JSON Lines `distiller run --log` writes (one `log_line` per attempt)."""
-    attempts: list[LoggedAttempt] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError as exc:
-            raise LogFileError(f"{name}:{number}: not JSON: {exc}") from exc
-        if not isinstance(entry, dict):
-            raise LogFileError(f"{name}:{number}: expected a JSON object")
-        if not isinstance(entry.get("attemptedAt"), str):
-            raise LogFileError(f"{name}:{number}: attemptedAt: required ISO 8601 string")
-        try:
-            attempted_at = parse_instant(entry["attemptedAt"])
-        except ValueError as exc:
-            raise LogFileError(f"{name}:{number}: attemptedAt: {exc}") from exc
-        attempts.append(LoggedAttempt(number, attempted_at, entry))
-    return attempts
-
-
-def list_logged_deliveries(
-    attempts: Iterable[LoggedAttempt],
-    partner_id: str,
-    *,
-    status: str | None = None,
-    event: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    event_id: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """`list_deliveries` over a `--log` file's attempts: the same filters and order."""
-    _check_filters(partner_id, status, since, until, limit)
-    low = as_utc(since) if since is not None else None
-    high = as_utc(until) if until is not None else None
-    wanted = {"partnerId": partner_id, "status": status, "event": event, "eventId": event_id}
-    matching = [
-        a
-        for a in attempts
-        if all(value is None or a.entry.get(key) == value for key, value in wanted.items())
-        and (low is None or a.attempted_at >= low)
-        and (high is None or a.attempted_at <= high)
-    ]
-    # the log is written oldest first: among equal times, the later line is the newer attempt
-    matching.sort(key=lambda a: (a.attempted_at, a.line), reverse=True)
-    return [a.entry for a in matching[:limit]]
-
-
-# -- command line ----------------------------------------------------------------------------
-
-
-def _iso_argument(text: str) -> dt.datetime:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
-def register(subparsers: Any) -> None:
-    """Add `dlq redrive` and `deliveries` to the `distiller` command's subparsers."""
-    dlq = subparsers.add_parser("dlq", help="dead-letter queue operations")
-    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
-    redrive_cmd = dlq_commands.add_parser(
-        "redrive",
-        help="move dead-lettered messages back to work",
-        description="Move the messages of a dead-letter queue back to the queue it serves (or --to). "
-        "Deliveries go back with their attempt count reset and the same eventId; parked ingest records "
-        "go back as the original record. Uses SQS StartMessageMoveTask when the bodies can move unchanged "
-        "and the endpoint has it; otherwise receives, sends, then deletes, batch by batch.",
-    )
-    redrive_cmd.add_argument("--queue-url", required=True, metavar="DLQ_URL", help="the dead-letter queue")
-    redrive_cmd.add_argument(
-        "--to", metavar="URL", help="destination queue (default: the queue whose redrive policy targets DLQ_URL)"
-    )
-    redrive_cmd.add_argument(
-        "--kind",
-        choices=REDRIVE_KINDS,
-        help="what the queue holds (default: from its name, *-delivery-dlq or *-ingest-dlq); "
-        "raw moves bodies unchanged",
-    )
-    redrive_cmd.add_argument("--max", type=_positive_int, metavar="N", help="move at most N messages")
-    redrive_cmd.add_argument("--endpoint-url", metavar="URL", help="SQS endpoint (local emulators)")
-    redrive_cmd.add_argument(
-        "--no-move-task", action="store_true", help="always receive/send/delete, never StartMessageMoveTask"
-    )
-    redrive_cmd.set_defaults(run=run_redrive)
-
-    deliveries = subparsers.add_parser(
-        "deliveries",
-        help="list a partner's webhook delivery attempts, newest first",
-        description="One JSON line per delivery attempt, newest first, filtered like the partner API's "
-        "GET /data/webhook-deliveries/:partnerId. Reads the delivery log in Mongo, or the JSON Lines "
-        "`distiller run --log` writes.",
-    )
-    deliveries.add_argument("--partner", required=True, metavar="P", help="partner id")
-    deliveries.add_argument("--status", choices=DELIVERY_STATUSES, help="only attempts with this status")
-    deliveries.add_argument("--event", metavar="E", help="only this event (e.g. deal.created)")
-    deliveries.add_argument(
-        "--since", type=_iso_argument, metavar="ISO", help="only attempts at or after this time (no offset: UTC)"
-    )
-    deliveries.add_argument(
-        "--until", type=_iso_argument, metavar="ISO", help="only attempts at or before this time (no offset: UTC)"
-    )
-    deliveries.add_argument("--event-id", metavar="ID", help="only attempts of this eventId")
-    deliveries.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N (default 100)")
-    source = deliveries.add_mutually_exclusive_group(required=True)
-    source.add_argument("--mongo-uri", metavar="URI", help="the database holding the delivery log")
-    source.add_argument("--log", metavar="FILE", help="JSON Lines written by `distiller run --log`")
-    deliveries.add_argument(
-        "--database", default="privateauto", help="database name with --mongo-uri (default privateauto)"
-    )
-    deliveries.set_defaults(run=run_deliveries)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def infer_kind(queue_url: str) -> RedriveKind | None:
     """The kind of a dead-letter queue named as template.yaml names them."""
     name = queue_url.rstrip("/").rsplit("/", 1)[-1]
@@ -612,121 +410,20 @@ def infer_kind(queue_url: str) -> RedriveKind | None:
 
 
 def sqs_client(queue_url: str, endpoint_url: str | None) -> Any:
+    """An SQS client in the queue's own region (read from its URL), at `endpoint_url` if given."""
     import boto3
 
     return boto3.client("sqs", region_name=region_of(queue_url), endpoint_url=endpoint_url)
 
 
-def run_redrive(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
-    kind = args.kind or infer_kind(args.queue_url)
-    if kind is None:
-        print(
-            f"distiller: {args.queue_url}: cannot tell what it holds from its name; "
-            f"pass --kind {'|'.join(REDRIVE_KINDS)}",
-            file=stderr,
-        )
-        return 2
-    try:
-        client = sqs_client(args.queue_url, args.endpoint_url)
-        result = redrive(
-            client, args.queue_url, args.to, kind=kind, max_messages=args.max, use_move_task=not args.no_move_task
-        )
-    except (RedriveError, ValueError, BotoCoreError) as exc:
-        print(f"distiller: redrive: {_one_line(str(exc))}", file=stderr)
-        return 2
-
-    stdout.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
-    for problem in result.problems:
-        print(f"redrive: {_one_line(problem)}", file=stderr)
-    if result.method == "move-task":
-        where = result.destination_url or "their original source queues"
-        print(
-            f"redrive: StartMessageMoveTask started (about {result.approximate_messages} message(s) to {where}); "
-            f"task handle {result.task_handle}",
-            file=stderr,
-        )
-        return 0
-    summary = f"redrive: moved {result.moved} {kind} message(s) to {result.destination_url} by receive/send/delete"
-    if result.fallback_reason:
-        summary += f" ({result.fallback_reason})"
-    extra = [
-        f"{count} {what}"
-        for count, what in (
-            (result.left, "not redrivable, left in the dead-letter queue"),
-            (result.send_failed, "not sent, left in the dead-letter queue"),
-            (result.delete_failed, "sent but not deleted (will be sent again by a later redrive)"),
-        )
-        if count
-    ]
-    if result.stopped:
-        extra.append(f"stopped: {result.stopped}")
-    print(summary + ("; " + "; ".join(extra) if extra else ""), file=stderr)
-    return 0 if result.complete else 1
-
-
-def _open_collection(uri: str, database: str) -> Any:
-    from pymongo import MongoClient
-
-    client: Any = MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
-    return client[database][DELIVERIES_COLLECTION]
-
-
-def run_deliveries(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
-    from pymongo.errors import PyMongoError
-
-    filters = {
-        "status": args.status,
-        "event": args.event,
-        "since": args.since,
-        "until": args.until,
-        "event_id": args.event_id,
-        "limit": args.limit,
-    }
-    try:
-        if args.log:
-            try:
-                with open(args.log, encoding="utf-8") as handle:
-                    attempts = read_log(handle, args.log)
-            except OSError as exc:
-                print(f"distiller: {args.log}: cannot read: {exc.strerror}", file=stderr)
-                return 2
-            rows = list_logged_deliveries(attempts, args.partner, **filters)
-        else:
-            rows = list_deliveries(_open_collection(args.mongo_uri, args.database), args.partner, **filters)
-    except (ValueError, LogFileError) as exc:
-        print(f"distiller: deliveries: {_one_line(str(exc))}", file=stderr)
-        return 2
-    except PyMongoError as exc:
-        print(f"distiller: deliveries: database: {_one_line(str(exc))[:300]}", file=stderr)
-        return 2
-
-    dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
-    for row in rows:
-        stdout.write(dumps(row) + "\n")
-    counts = Counter(str(row.get("status")) for row in rows)
-    breakdown = ", ".join(f"{counts[s]} {s}" for s in DELIVERY_STATUSES if counts[s])
-    summary = f"deliveries: {len(rows)} attempt(s) for partner {args.partner}, newest first"
-    if breakdown:
-        summary += f" ({breakdown})"
-    if len(rows) == args.limit:
-        summary += f"; limit {args.limit} reached, there may be more"
-    print(summary, file=stderr)
-    return 0
-
-
 __all__ = [
-    "DELIVERY_STATUSES",
     "REDRIVE_KINDS",
-    "LogFileError",
     "NotRedrivable",
     "RedriveError",
+    "RedriveKind",
     "RedriveResult",
     "infer_kind",
-    "list_deliveries",
-    "list_logged_deliveries",
-    "parse_instant",
-    "read_log",
     "redrive",
     "redrive_body",
-    "register",
+    "sqs_client",
 ]

@@ -1,0 +1,58 @@
+"""The Dispatcher function's flow: signed webhook POSTs for a batch from the delivery or retry queue.
+
+Parse each message, call the dispatcher, report partial batch failures for the messages whose
+queue or log step failed (they are retried; POSTed ones are not re-POSTed thanks to the delivery
+log). A message that is not a delivery is dead-lettered with its reason; so is one that failed on
+its last receive, rather than being moved by SQS without a reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from distiller.adapters.sqs_batch import partial_batch_response, receive_count
+from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
+from distiller.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from distiller.runtime import DispatcherRuntime
+
+OUTCOME_METRICS = {
+    "delivered": "Delivered",
+    "skipped": "Skipped",
+    "retry-scheduled": "RetryScheduled",
+    "dead-lettered": "DeadLettered",
+    "deferred": "Deferred",
+}
+
+
+def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: DispatcherRuntime) -> dict[str, Any]:
+    records = event.get("Records") or []
+    messages: list[DeliveryMessage] = []
+    ids: list[str] = []
+    final: list[bool] = []
+    retry: set[str] = set()
+    for record in records:
+        try:
+            messages.append(DeliveryMessage.from_body(record.get("body")))
+            ids.append(record["messageId"])
+            final.append(receive_count(record) >= runtime.max_receive_count)
+        except DeliveryMessageError as exc:
+            logger.error("not a delivery message", extra={"messageId": record.get("messageId"), "reason": str(exc)})
+            if not runtime.dead_letters.park(record.get("body"), f"not a delivery message: {exc}", record["messageId"]):
+                retry.add(record["messageId"])
+
+    outcomes = runtime.dispatcher.dispatch_all(
+        messages, remaining_seconds=context.get_remaining_time_in_millis() / 1000, final_receive=final
+    )
+    for message_id, outcome in zip(ids, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            logger.error("dispatch will be retried", extra={"messageId": message_id, "reason": str(outcome)})
+            retry.add(message_id)
+        else:
+            metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
+
+    return partial_batch_response(event, retry, context)

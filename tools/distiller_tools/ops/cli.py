@@ -1,0 +1,198 @@
+"""`distiller dlq redrive` and `distiller deliveries`: argparse, and the commands' output.
+
+stdout carries the results as JSON (the redrive's result, or one line per delivery attempt),
+stderr what a person reads (problems, then a summary). Exit status 0 when done, 1 when a
+redrive left messages behind, 2 when the command could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from collections import Counter
+from typing import IO, Any, TextIO
+
+from botocore.exceptions import BotoCoreError
+
+from distiller.core.clock import parse_instant
+from distiller.deliver.log import DELIVERIES_COLLECTION, DELIVERY_STATUSES
+from distiller_tools.ops.deliveries import LogFileError, list_deliveries, list_logged_deliveries, read_log
+from distiller_tools.ops.redrive import REDRIVE_KINDS, RedriveError, infer_kind, redrive, sqs_client
+
+
+def _iso_argument(text: str) -> dt.datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `dlq redrive` and `deliveries` to the `distiller` command's subparsers."""
+    dlq = subparsers.add_parser("dlq", help="dead-letter queue operations")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    redrive_cmd = dlq_commands.add_parser(
+        "redrive",
+        help="move dead-lettered messages back to work",
+        description="Move the messages of a dead-letter queue back to the queue it serves (or --to). "
+        "Deliveries go back with their attempt count reset and the same eventId; parked ingest records "
+        "go back as the original record. Uses SQS StartMessageMoveTask when the bodies can move unchanged "
+        "and the endpoint has it; otherwise receives, sends, then deletes, batch by batch.",
+    )
+    redrive_cmd.add_argument("--queue-url", required=True, metavar="DLQ_URL", help="the dead-letter queue")
+    redrive_cmd.add_argument(
+        "--to", metavar="URL", help="destination queue (default: the queue whose redrive policy targets DLQ_URL)"
+    )
+    redrive_cmd.add_argument(
+        "--kind",
+        choices=REDRIVE_KINDS,
+        help="what the queue holds (default: from its name, *-delivery-dlq or *-ingest-dlq); "
+        "raw moves bodies unchanged",
+    )
+    redrive_cmd.add_argument("--max", type=_positive_int, metavar="N", help="move at most N messages")
+    redrive_cmd.add_argument("--endpoint-url", metavar="URL", help="SQS endpoint (local emulators)")
+    redrive_cmd.add_argument(
+        "--no-move-task", action="store_true", help="always receive/send/delete, never StartMessageMoveTask"
+    )
+    redrive_cmd.set_defaults(run=run_redrive)
+
+    deliveries = subparsers.add_parser(
+        "deliveries",
+        help="list a partner's webhook delivery attempts, newest first",
+        description="One JSON line per delivery attempt, newest first, filtered like the partner API's "
+        "GET /data/webhook-deliveries/:partnerId. Reads the delivery log in Mongo, or the JSON Lines "
+        "`distiller run --log` writes.",
+    )
+    deliveries.add_argument("--partner", required=True, metavar="P", help="partner id")
+    deliveries.add_argument("--status", choices=DELIVERY_STATUSES, help="only attempts with this status")
+    deliveries.add_argument("--event", metavar="E", help="only this event (e.g. deal.created)")
+    deliveries.add_argument(
+        "--since", type=_iso_argument, metavar="ISO", help="only attempts at or after this time (no offset: UTC)"
+    )
+    deliveries.add_argument(
+        "--until", type=_iso_argument, metavar="ISO", help="only attempts at or before this time (no offset: UTC)"
+    )
+    deliveries.add_argument("--event-id", metavar="ID", help="only attempts of this eventId")
+    deliveries.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N (default 100)")
+    source = deliveries.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mongo-uri", metavar="URI", help="the database holding the delivery log")
+    source.add_argument("--log", metavar="FILE", help="JSON Lines written by `distiller run --log`")
+    deliveries.add_argument(
+        "--database", default="privateauto", help="database name with --mongo-uri (default privateauto)"
+    )
+    deliveries.set_defaults(run=run_deliveries)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_redrive(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+    kind = args.kind or infer_kind(args.queue_url)
+    if kind is None:
+        print(
+            f"distiller: {args.queue_url}: cannot tell what it holds from its name; "
+            f"pass --kind {'|'.join(REDRIVE_KINDS)}",
+            file=stderr,
+        )
+        return 2
+    try:
+        client = sqs_client(args.queue_url, args.endpoint_url)
+        result = redrive(
+            client, args.queue_url, args.to, kind=kind, max_messages=args.max, use_move_task=not args.no_move_task
+        )
+    except (RedriveError, ValueError, BotoCoreError) as exc:
+        print(f"distiller: redrive: {_one_line(str(exc))}", file=stderr)
+        return 2
+
+    stdout.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+    for problem in result.problems:
+        print(f"redrive: {_one_line(problem)}", file=stderr)
+    if result.method == "move-task":
+        where = result.destination_url or "their original source queues"
+        print(
+            f"redrive: StartMessageMoveTask started (about {result.approximate_messages} message(s) to {where}); "
+            f"task handle {result.task_handle}",
+            file=stderr,
+        )
+        return 0
+    summary = f"redrive: moved {result.moved} {kind} message(s) to {result.destination_url} by receive/send/delete"
+    if result.fallback_reason:
+        summary += f" ({result.fallback_reason})"
+    extra = [
+        f"{count} {what}"
+        for count, what in (
+            (result.left, "not redrivable, left in the dead-letter queue"),
+            (result.send_failed, "not sent, left in the dead-letter queue"),
+            (result.delete_failed, "sent but not deleted (will be sent again by a later redrive)"),
+        )
+        if count
+    ]
+    if result.stopped:
+        extra.append(f"stopped: {result.stopped}")
+    print(summary + ("; " + "; ".join(extra) if extra else ""), file=stderr)
+    return 0 if result.complete else 1
+
+
+def _open_collection(uri: str, database: str) -> Any:
+    from pymongo import MongoClient
+
+    client: Any = MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    return client[database][DELIVERIES_COLLECTION]
+
+
+def run_deliveries(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+    from pymongo.errors import PyMongoError
+
+    filters = {
+        "status": args.status,
+        "event": args.event,
+        "since": args.since,
+        "until": args.until,
+        "event_id": args.event_id,
+        "limit": args.limit,
+    }
+    try:
+        if args.log:
+            try:
+                with open(args.log, encoding="utf-8") as handle:
+                    attempts = read_log(handle, args.log)
+            except OSError as exc:
+                print(f"distiller: {args.log}: cannot read: {exc.strerror}", file=stderr)
+                return 2
+            rows = list_logged_deliveries(attempts, args.partner, **filters)
+        else:
+            rows = list_deliveries(_open_collection(args.mongo_uri, args.database), args.partner, **filters)
+    except (ValueError, LogFileError) as exc:
+        print(f"distiller: deliveries: {_one_line(str(exc))}", file=stderr)
+        return 2
+    except PyMongoError as exc:
+        print(f"distiller: deliveries: database: {_one_line(str(exc))[:300]}", file=stderr)
+        return 2
+
+    dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    for row in rows:
+        stdout.write(dumps(row) + "\n")
+    counts = Counter(str(row.get("status")) for row in rows)
+    breakdown = ", ".join(f"{counts[s]} {s}" for s in DELIVERY_STATUSES if counts[s])
+    summary = f"deliveries: {len(rows)} attempt(s) for partner {args.partner}, newest first"
+    if breakdown:
+        summary += f" ({breakdown})"
+    if len(rows) == args.limit:
+        summary += f"; limit {args.limit} reached, there may be more"
+    print(summary, file=stderr)
+    return 0
+
+
+__all__ = ["register", "run_deliveries", "run_redrive"]

@@ -1,0 +1,321 @@
+"""`distiller replay` and `distiller relay`: the change-stream relay and replay from a developer's shell.
+
+Argument parsing, printing and the ad hoc clients (a MongoClient from `--mongo-uri`, SQS queues
+from `--queue-url`) are tooling, so they live here and not in the Lambda layer; the layer's
+`Relay` and `replay` do the work, exactly as the Relay function runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import IO, Any, TextIO
+
+from pymongo.errors import PyMongoError
+
+from distiller.adapters.checkpoints import MongoCheckpointStore
+from distiller.adapters.queues import DeadLetters, MessageQueue, OutgoingMessage, region_of
+from distiller.core.clock import parse_instant, utc_now
+from distiller.relay.loop import Relay
+from distiller.relay.replay import replay
+from distiller.relay.stream import (
+    CHECKPOINTS_COLLECTION,
+    DEFAULT_COLLECTIONS,
+    DEFAULT_RELAY_NAME,
+    RelayError,
+    StartAt,
+    iso,
+    parse_start_at,
+    parse_token,
+)
+
+
+def _iso_argument(text: str) -> dt.datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; no zone means UTC") from exc
+
+
+def _token_argument(text: str) -> dict[str, str]:
+    try:
+        return parse_token(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _start_at_argument(text: str) -> StartAt:
+    try:
+        return parse_start_at(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+        return value
+
+    return parse
+
+
+def _add_database_arguments(cmd: argparse.ArgumentParser, verb: str) -> None:
+    cmd.add_argument(
+        "--mongo-uri",
+        default=os.environ.get("MONGODB_URI"),
+        metavar="URI",
+        help="MongoDB connection string of the replica set (default: $MONGODB_URI)",
+    )
+    cmd.add_argument("--database", default="privateauto", help="database to watch (default: privateauto)")
+    cmd.add_argument(
+        "--collection",
+        action="append",
+        dest="collections",
+        metavar="NAME",
+        help=f"a collection to {verb}; repeat for more (default: every collection the distiller reads)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add `distiller replay` and `distiller relay` to the CLI's subparsers.
+
+    Their handlers are `args.run(args, stdin, stdout, stderr)`.
+    """
+    _register_replay(subparsers)
+    _register_relay(subparsers)
+
+
+def _register_replay(subparsers: Any) -> None:
+    cmd = subparsers.add_parser(
+        "replay",
+        help="re-emit a range of the MongoDB change stream to the ingest queue, or as JSON Lines",
+        description="Read the change stream of a self-managed replica set from a time (--since) or after a "
+        "resume token (--after-token), up to --until (default: now) or until caught up, and send each change "
+        "to the ingest queue (--queue-url) or print it as a JSON line (pipe into `distiller distill`). "
+        "Replayed changes carry their original resume tokens, so their eventIds are the original ones.",
+    )
+    start = cmd.add_mutually_exclusive_group(required=True)
+    start.add_argument("--since", type=_iso_argument, metavar="ISO", help="first cluster time to replay (inclusive)")
+    start.add_argument(
+        "--after-token", type=_token_argument, metavar="TOKEN", help="replay after this resume token (_data hex)"
+    )
+    cmd.add_argument("--until", type=_iso_argument, metavar="ISO", help="last cluster time to replay (default: now)")
+    _add_database_arguments(cmd, "replay")
+    cmd.add_argument("--queue-url", metavar="URL", help="send to this SQS ingest queue (default: JSON Lines on stdout)")
+    cmd.set_defaults(run=run_replay)
+
+
+#: The checkpoint name of `distiller relay` without --queue-url: printing never moves the Lambda's checkpoint.
+STDOUT_RELAY_NAME = f"{DEFAULT_RELAY_NAME}-stdout"
+
+
+def _register_relay(subparsers: Any) -> None:
+    cmd = subparsers.add_parser(
+        "relay",
+        help="forward the MongoDB change stream from the relay's checkpoint to the ingest queue, or as JSON Lines",
+        description="What the Relay function does, from a shell: read the change stream of a self-managed replica "
+        "set from the checkpoint of relay --name (collection relay_checkpoints in --database), send each change to "
+        "the ingest queue (--queue-url) or print it as a JSON line, and checkpoint what was sent. A change too big "
+        "for one SQS message is parked (--dead-letter-queue-url) and the relay moves past it. Stops once caught "
+        "up, or after --max-seconds / --max-events. With no checkpoint yet it refuses to start unless --start-at "
+        "says where.",
+    )
+    cmd.add_argument(
+        "--start-at",
+        type=_start_at_argument,
+        metavar="now|ISO|TOKEN",
+        help="where to start while relay --name has no checkpoint: `now` (the current time), an ISO 8601 time "
+        "(startAtOperationTime; no zone means UTC; the oplog must still hold it) or a resume token (_data hex; "
+        "resumeAfter). Ignored once a checkpoint exists: the checkpoint always wins. Without it, a relay with no "
+        "checkpoint refuses to start.",
+    )
+    _add_database_arguments(cmd, "relay")
+    cmd.add_argument(
+        "--name",
+        metavar="NAME",
+        help=f"checkpoint name (default: {DEFAULT_RELAY_NAME}, the Lambda's own, with --queue-url; "
+        f"{STDOUT_RELAY_NAME} without, so printing never moves the Lambda's checkpoint)",
+    )
+    cmd.add_argument("--queue-url", metavar="URL", help="send to this SQS ingest queue (default: JSON Lines on stdout)")
+    cmd.add_argument(
+        "--dead-letter-queue-url",
+        metavar="URL",
+        help="park changes too big for SQS on this ingest dead-letter queue, then move on. Without it: printed "
+        "to stderr (with their reason) when writing to stdout; with --queue-url the relay stops before such a "
+        "change instead, its checkpoint left before it",
+    )
+    cmd.add_argument(
+        "--max-seconds",
+        type=_positive(float),
+        metavar="S",
+        help="keep following the stream for this long, even when caught up (default: stop once caught up)",
+    )
+    cmd.add_argument("--max-events", type=_positive(int), metavar="N", help="stop after reading this many changes")
+    cmd.set_defaults(run=run_relay)
+
+
+def _sqs_queue(queue_url: str) -> Any:
+    import boto3
+
+    from distiller.adapters.queues import SqsQueue
+
+    session = boto3.Session()
+    client = session.client("sqs", region_name=session.region_name or region_of(queue_url))
+    return SqsQueue(client, queue_url)
+
+
+def _make_sink(queue_url: str | None, stdout: IO[str]) -> MessageQueue | IO[str]:
+    if not queue_url:
+        return stdout
+    return _sqs_queue(queue_url)
+
+
+class LinesOut:
+    """A `MessageQueue` that prints each body as one line (JSON Lines `distiller distill` reads)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[int]:
+        self._stream.write("".join(m.body + "\n" for m in messages))
+        self._stream.flush()
+        return []
+
+
+class PrintedDeadLetters:
+    """`DeadLetters` on a text stream (stderr): a line with the reason, then the parked message as JSON."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def park(self, record: Any, reason: str, origin: str) -> bool:
+        body = json.dumps({"reason": reason, "origin": origin, "record": record}, default=str)
+        self._stream.write(f"distiller: relay: parked {origin}: {reason}\n{body}\n")
+        self._stream.flush()
+        return True
+
+
+def _open_database(uri: str, database: str, appname: str = "trigger-distiller-replay") -> Any:
+    from pymongo import MongoClient
+
+    options: dict[str, Any] = {"tz_aware": True, "appname": appname}
+    if "serverselectiontimeoutms" not in uri.lower():  # the URI's own choice wins
+        options["serverSelectionTimeoutMS"] = 10_000
+    client: MongoClient = MongoClient(uri, **options)
+    return client[database]
+
+
+def _checked_source(verb: str, args: argparse.Namespace, stderr: IO[str]) -> list[str] | None:
+    """The collections to read, once `--mongo-uri` and `--collection` are usable; None (message printed)."""
+    if not args.mongo_uri:
+        print(f"distiller: {verb}: --mongo-uri is required (or set $MONGODB_URI)", file=stderr)
+        return None
+    if not re.match(r"mongodb(\+srv)?://", args.mongo_uri):
+        print(f"distiller: {verb}: --mongo-uri must start with mongodb:// or mongodb+srv://", file=stderr)
+        return None
+    collections = [c.strip() for c in (args.collections or DEFAULT_COLLECTIONS) if c.strip()]
+    if not collections:
+        print(f"distiller: {verb}: --collection needs a name", file=stderr)
+        return None
+    return collections
+
+
+def _stream_failure(prefix: str, exc: Exception, stderr: IO[str]) -> int:
+    """A relay or replay that stopped: one line on stderr, exit 1."""
+    if isinstance(exc, PyMongoError):
+        print(f"distiller: {prefix}MongoDB: {' '.join(str(exc).split())}", file=stderr)
+    else:
+        print(f"distiller: {prefix}{exc}", file=stderr)
+    return 1
+
+
+def run_replay(
+    args: argparse.Namespace,
+    stdin: TextIO,
+    stdout: IO[str],
+    stderr: IO[str],
+    *,
+    open_database: Callable[[str, str], Any] | None = None,
+    now: Callable[[], dt.datetime] | None = None,
+) -> int:
+    """`distiller replay`: 0 done, 1 the replay failed (message on stderr), 2 bad arguments."""
+    collections = _checked_source("replay", args, stderr)
+    if collections is None:
+        return 2
+    until = args.until or (now or utc_now)()
+    if args.since is not None and until < args.since:
+        print(f"distiller: replay: --until {iso(until)} is before --since {iso(args.since)}", file=stderr)
+        return 2
+    try:
+        result = replay(
+            (open_database or _open_database)(args.mongo_uri, args.database),
+            args.since,
+            args.after_token,
+            until,
+            _make_sink(args.queue_url, stdout),
+            collections=collections,
+        )
+    except (RelayError, PyMongoError) as exc:
+        return _stream_failure("replay: " if isinstance(exc, PyMongoError) else "", exc, stderr)
+    where = f"to {args.queue_url}" if args.queue_url else "to stdout"
+    print(
+        f"replayed {result.emitted} change(s) {where}; first {result.first_token or '-'}, "
+        f"last {result.last_token or '-'}; stopped: {result.stopped}",
+        file=stderr,
+    )
+    return 0
+
+
+def run_relay(
+    args: argparse.Namespace,
+    stdin: TextIO,
+    stdout: IO[str],
+    stderr: IO[str],
+    *,
+    open_database: Callable[[str, str], Any] | None = None,
+) -> int:
+    """`distiller relay`: 0 done, 1 the relay stopped (message on stderr), 2 bad arguments."""
+    collections = _checked_source("relay", args, stderr)
+    if collections is None:
+        return 2
+    name = args.name or (DEFAULT_RELAY_NAME if args.queue_url else STDOUT_RELAY_NAME)
+    queue: MessageQueue = _sqs_queue(args.queue_url) if args.queue_url else LinesOut(stdout)
+    dead_letters: DeadLetters | None
+    if args.dead_letter_queue_url:
+        dead_letters = _sqs_queue(args.dead_letter_queue_url)
+    else:
+        dead_letters = None if args.queue_url else PrintedDeadLetters(stderr)
+    opener = open_database or functools.partial(_open_database, appname="trigger-distiller-relay")
+    try:
+        database = opener(args.mongo_uri, args.database)
+        relay = Relay(
+            database,
+            queue,
+            MongoCheckpointStore(database[CHECKPOINTS_COLLECTION]),
+            name=name,
+            collections=collections,
+            dead_letters=dead_letters,
+            start_at=args.start_at,
+        )
+        result = relay.run(
+            max_seconds=args.max_seconds, max_events=args.max_events, stop_when_idle=args.max_seconds is None
+        )
+    except (RelayError, PyMongoError) as exc:
+        return _stream_failure("relay: ", exc, stderr)
+    where = f"to {args.queue_url}" if args.queue_url else "to stdout"
+    print(
+        f"relayed {result.sent} change(s) {where}; parked {result.parked}; "
+        f"checkpoint {name} at {result.checkpoint or '-'}; stopped: {result.stopped}",
+        file=stderr,
+    )
+    return 0
