@@ -317,7 +317,7 @@ def test_deliveries_that_cannot_start_before_the_invocation_ends_go_back_unchang
     assert all(result.posts[m.event_id] == 1 and result.outcome(m.event_id) == "delivered" for m in burst)
 
 
-def test_the_same_batch_handled_twice_at_once_posts_each_delivery_once(harness, world, serve):
+def test_the_same_batch_handled_twice_at_once_posts_each_attempt_once(harness, world, serve):
     server = serve(default=Reply(delay=0.2))
     world.add_partner("acme-motors", server.url())
     world.add_partner("lendco", server.url("/lendco"))
@@ -339,7 +339,13 @@ def test_the_same_batch_handled_twice_at_once_posts_each_delivery_once(harness, 
 
     assert responses == [{"batchItemFailures": []}] * 2
     result = tally(world, [server])
-    assert all(result.posts[m.event_id] == 1 and result.outcome(m.event_id) == "delivered" for m in batch)
+    # Every POST is one logged attempt (never one attempt POSTed by both invocations), and each
+    # delivery is delivered once. Under CPU starvation a 0.2 s answer can miss the 1 s budget: that
+    # attempt is logged as failed and retried, a second POST the log accounts for (at least once).
+    made = Counter(e["eventId"] for e in world.entries() if e["status"] in ("delivered", "failed"))
+    for m in batch:
+        assert result.posts[m.event_id] == made[m.event_id], (m.event_id, result.posts[m.event_id], made[m.event_id])
+        assert result.delivered[m.event_id] == 1 and result.outcome(m.event_id) == "delivered"
 
 
 def test_a_database_outage_longer_than_max_receive_count_dead_letters_with_reason_and_log_entry(harness, world, serve):

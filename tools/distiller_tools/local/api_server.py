@@ -8,7 +8,6 @@ the delivery messages that would be queued.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 import threading
@@ -22,6 +21,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from distiller.api.routes import ApiLimits
+from distiller.core.clock import parse_instant
 from distiller.deliver.log import DELIVERIES_COLLECTION
 from distiller_tools.local.pipeline import LocalContext, load_handler_module
 from distiller_tools.local.receiver import HOST, INVALID_CONTENT_LENGTH, content_length
@@ -55,7 +55,7 @@ def load_deliveries(database: Database, path: Path) -> int:
         try:
             entry = json.loads(line)
             entry["_id"] = ObjectId(entry.pop("id")) if ObjectId.is_valid(entry.get("id", "")) else ObjectId()
-            entry["attemptedAt"] = dt.datetime.fromisoformat(str(entry["attemptedAt"]).replace("Z", "+00:00"))
+            entry["attemptedAt"] = parse_instant(str(entry["attemptedAt"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{number}: not a delivery-log line: {exc}") from exc
         documents.append(entry)

@@ -13,14 +13,15 @@ unknown fields, so the document does not forbid fields a later version adds.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from distiller.core.clock import parse_instant
+
 
 def _iso_8601(value: str) -> str:
-    dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    parse_instant(value)
     return value
 
 

@@ -64,7 +64,7 @@ class DeliveryAttempt:
             "deadLettered": self.dead_lettered,
             "payload": self.payload,
         }
-        if self.redrive:  # a round of attempts after an operator's redrive (absent means 0)
+        if self.redrive:  # the round (a redrive's count, or a replay's epoch seconds); absent means 0
             document["redrive"] = self.redrive
         return document
 

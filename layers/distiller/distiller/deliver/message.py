@@ -33,7 +33,9 @@ class DeliveryMessage:
     first_attempt_at: str | None = None
     last_error: str | None = None
     redrive: int = 0
-    """How many times an operator redrove it from the dead-letter queue (a new round of attempts)."""
+    """The round of attempts (wire field `redrive`): 0 first; an operator's dead-letter redrive adds 1;
+    an API replay sets it to the request time in epoch seconds, distinct from every earlier round.
+    Attempts are claimed and logged per round, so a new round is POSTed even after a delivery."""
     payload_ref: PayloadRef | None = None
     """Where the payload is when it is claim-checked; `payload` is then empty until loaded."""
 
