@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from distiller.adapters.file_links import FileLinks
 from distiller.adapters.lookups import MongoLookups
-from distiller.api.data import Page, PartnerData, scope_filter
+from distiller.api.data import Page, PartnerData
 from distiller.api.dto import delivery_dto
+from distiller.api.scope import scope_filter
 from distiller.core.partners import Partner
 from distiller.core.routing import ROUTING_FIELDS, matched_link, references, routing_keys
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt

@@ -20,16 +20,14 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel
 
 from distiller.adapters.file_links import FileLinks
 from distiller.adapters.queues import MessageQueue, OutgoingMessage
 from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authenticate
+from distiller.api.contract import document_of, responses
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
 from distiller.api.models import (
-    ErrorResponse,
     PartnerDealDocumentsResponse,
     PartnerDealList,
     PartnerDealResponse,
@@ -117,44 +115,6 @@ class RateLimited(Exception):
     def __init__(self, retry_after_seconds: int) -> None:
         super().__init__(f"rate limit exceeded; retry after {retry_after_seconds} s")
         self.retry_after_seconds = retry_after_seconds
-
-
-ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
-    400: {"description": "An invalid query parameter (`error` names it first)"},
-    401: {
-        "description": "No bearer token, or one that is malformed, expired, wrongly signed or for an unknown partner"
-    },
-    403: {"description": "The token is for another partner, or the partner is inactive"},
-    404: {"description": "Not found, or outside the partner's webhookScope (the two are not told apart)"},
-    422: {"description": "The delivery's payload is too large to queue and no claim-check store is configured"},
-    429: {
-        "description": "Over the partner's request allowance (or replay allowance); retry after `Retry-After` seconds",
-        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
-    },
-    503: {"description": "The claim-check store or the delivery queue is unavailable; try again"},
-}
-"""The error answers a route may declare, each with an `ErrorResponse` body."""
-
-READ_ERRORS = (401, 403, 429)
-"""Every route authenticates (401/403) and counts against the partner's allowance (429)."""
-
-
-def _responses(model: type[BaseModel], description: str, *errors: int, status: int = 200) -> dict[int, OpenAPIResponse]:
-    """The OpenAPI `responses` of a route: `model` for `status`, `ErrorResponse` for each of `errors`.
-
-    Documentation only: the routes return the DTO dicts and no response model validates them
-    (their return annotation stays `dict`). powertools adds a 422 of its own to every route;
-    `openapi_document` removes it (request validation errors are answered 400 by `_invalid`).
-    """
-    declared: dict[int, OpenAPIResponse] = {
-        status: {"description": description, "content": {content_types.APPLICATION_JSON: {"model": model}}}
-    }
-    for code in sorted({*READ_ERRORS, *errors}):
-        declared[code] = {
-            **ERROR_RESPONSES[code],
-            "content": {content_types.APPLICATION_JSON: {"model": ErrorResponse}},
-        }
-    return declared
 
 
 def _json(status: int, body: Any) -> Response:
@@ -260,7 +220,7 @@ def _found(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
 @app.get(
     "/data/deals/<partnerId>",
     summary="List the partner's deals",
-    responses=_responses(PartnerDealList, "A page of deals, newest first", 400),
+    responses=responses(PartnerDealList, "A page of deals, newest first", 400),
 )
 def list_deals(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
     return _listed(
@@ -271,7 +231,7 @@ def list_deals(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT,
 @app.get(
     "/data/deals/<partnerId>/<dealId>",
     summary="One deal (PartnerDealResponse)",
-    responses=_responses(PartnerDealResponse, "The deal", 404),
+    responses=responses(PartnerDealResponse, "The deal", 404),
 )
 def get_deal(partnerId: str, dealId: str) -> dict:
     return _found(_rt().data.get_deal(_partner(partnerId), dealId), "deal")
@@ -280,7 +240,7 @@ def get_deal(partnerId: str, dealId: str) -> dict:
 @app.get(
     "/data/deals/<partnerId>/<dealId>/documents",
     summary="Every document on a deal, freshly signed",
-    responses=_responses(PartnerDealDocumentsResponse, "The deal's title attachment and documents", 404),
+    responses=responses(PartnerDealDocumentsResponse, "The deal's title attachment and documents", 404),
 )
 def deal_documents(partnerId: str, dealId: str) -> dict:
     return _found(_rt().data.deal_documents(_partner(partnerId), dealId), "deal")
@@ -289,7 +249,7 @@ def deal_documents(partnerId: str, dealId: str) -> dict:
 @app.get(
     "/data/offers/<partnerId>",
     summary="List the partner's offers",
-    responses=_responses(PartnerOfferList, "A page of offers, newest first", 400),
+    responses=responses(PartnerOfferList, "A page of offers, newest first", 400),
 )
 def list_offers(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
     return _listed(
@@ -300,7 +260,7 @@ def list_offers(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT
 @app.get(
     "/data/offers/<partnerId>/<offerId>",
     summary="One offer (PartnerOfferResponse)",
-    responses=_responses(PartnerOfferResponse, "The offer", 404),
+    responses=responses(PartnerOfferResponse, "The offer", 404),
 )
 def get_offer(partnerId: str, offerId: str) -> dict:
     return _found(_rt().data.get_offer(_partner(partnerId), offerId), "offer")
@@ -309,7 +269,7 @@ def get_offer(partnerId: str, offerId: str) -> dict:
 @app.get(
     "/data/listings/<partnerId>",
     summary="List the partner's listings",
-    responses=_responses(PartnerListingList, "A page of listings, newest first", 400),
+    responses=responses(PartnerListingList, "A page of listings, newest first", 400),
 )
 def list_listings(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT, status: Status = None) -> dict:
     return _listed(
@@ -320,7 +280,7 @@ def list_listings(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIM
 @app.get(
     "/data/listings/<partnerId>/<listingId>",
     summary="One listing (PartnerListingResponse)",
-    responses=_responses(PartnerListingResponse, "The listing", 404),
+    responses=responses(PartnerListingResponse, "The listing", 404),
 )
 def get_listing(partnerId: str, listingId: str) -> dict:
     return _found(_rt().data.get_listing(_partner(partnerId), listingId), "listing")
@@ -329,7 +289,7 @@ def get_listing(partnerId: str, listingId: str) -> dict:
 @app.get(
     "/data/documents/<partnerId>/<documentId>",
     summary="One document (documents collection)",
-    responses=_responses(PartnerDocumentResponse, "The document", 404),
+    responses=responses(PartnerDocumentResponse, "The document", 404),
 )
 def get_document(partnerId: str, documentId: str) -> dict:
     return _found(_rt().data.document(_partner(partnerId), documentId), "document")
@@ -338,7 +298,7 @@ def get_document(partnerId: str, documentId: str) -> dict:
 @app.get(
     "/data/generated-documents/<partnerId>/<documentId>",
     summary="One generated document",
-    responses=_responses(PartnerGeneratedDocumentResponse, "The generated document", 404),
+    responses=responses(PartnerGeneratedDocumentResponse, "The generated document", 404),
 )
 def get_generated_document(partnerId: str, documentId: str) -> dict:
     return _found(_rt().data.generated_document(_partner(partnerId), documentId), "generated document")
@@ -360,7 +320,7 @@ def _instant(name: str, text: str | None) -> dt.datetime | None:
 @app.get(
     "/data/webhook-deliveries/<partnerId>",
     summary="The partner's webhook delivery attempts, newest first",
-    responses=_responses(WebhookDeliveryList, "A page of delivery attempts, newest first", 400),
+    responses=responses(WebhookDeliveryList, "A page of delivery attempts, newest first", 400),
 )
 def list_deliveries(
     partnerId: str,
@@ -390,7 +350,7 @@ def list_deliveries(
 @app.get(
     "/data/webhook-deliveries/<partnerId>/<logId>",
     summary="One delivery attempt with its dispatched body",
-    responses=_responses(WebhookDeliveryResponse, "The delivery attempt", 404),
+    responses=responses(WebhookDeliveryResponse, "The delivery attempt", 404),
 )
 def get_delivery(partnerId: str, logId: str) -> dict:
     return delivery_dto(_found(_rt().data.get_delivery(_partner(partnerId), logId), "delivery"))
@@ -399,7 +359,7 @@ def get_delivery(partnerId: str, logId: str) -> dict:
 @app.post(
     "/data/webhook-deliveries/<partnerId>/<logId>/replay",
     summary="Deliver this event again, with the same eventId (document links freshly signed)",
-    responses=_responses(ReplayQueued, "Queued for delivery", 404, 422, 503, status=202),
+    responses=responses(ReplayQueued, "Queued for delivery", 404, 422, 503, status=202),
 )
 def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
     rt = _rt()
@@ -454,48 +414,5 @@ def _readable_documents(file_links: FileLinks | None, documents: list[Any], file
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document of the routes (`make openapi` writes it to docs/openapi.json).
-
-    powertools declares a 422 `HTTPValidationError` on every route; this API answers request
-    validation errors 400 `ErrorResponse` instead (`_invalid`), so that 422 is removed (the
-    replay's own 422, an `ErrorResponse`, stays), and so are the component schemas nothing
-    references any more (`HTTPValidationError`, `ValidationError`, `ResponseValidationError`).
-    """
-    document = json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
-            responses = operation.get("responses", {})
-            if _schema_ref(responses.get("422")) == f"{COMPONENTS}HTTPValidationError":
-                del responses["422"]
-    schemas = document.get("components", {}).get("schemas", {})
-    used = _referenced(document.get("paths", {}), schemas)
-    for name in [name for name in schemas if name not in used]:
-        del schemas[name]
-    return document
-
-
-COMPONENTS = "#/components/schemas/"
-
-
-def _schema_ref(response: Any) -> str | None:
-    if not isinstance(response, dict):
-        return None
-    schema = response.get("content", {}).get(content_types.APPLICATION_JSON, {}).get("schema", {})
-    return schema.get("$ref") if isinstance(schema, dict) else None
-
-
-def _referenced(root: Any, schemas: dict[str, Any]) -> set[str]:
-    """The component schemas `root` references, directly or through other components."""
-    found: set[str] = set()
-    pending = [root]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith(COMPONENTS) and ref[len(COMPONENTS) :] not in found:
-                found.add(ref[len(COMPONENTS) :])
-                pending.append(schemas.get(ref[len(COMPONENTS) :]))
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return found
+    """The OpenAPI document of the routes (`make openapi` writes it to docs/openapi.json)."""
+    return document_of(app, API_TITLE, API_VERSION)
