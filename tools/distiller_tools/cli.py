@@ -187,7 +187,7 @@ def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
 
 def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
     from distiller_tools.local.api_server import load_deliveries, start
-    from distiller_tools.local.receiver import HOST, listen_failure
+    from distiller_tools.local.receiver import HOST, listen_failure, serve_until_interrupted
 
     try:
         partners = load_partners(Path(args.partners))
@@ -203,13 +203,7 @@ def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO
         print(f"distiller: {listen_failure(HOST, args.port, exc)}", file=stderr)
         return 2
     print(f"api listening on {server.url} ({loaded} delivery attempts loaded)", file=stderr, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_interrupted(server)
 
 
 def _port(text: str) -> int:

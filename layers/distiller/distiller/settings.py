@@ -148,8 +148,6 @@ class RelaySettings(_FromEnv):
     def _start_at(cls, value: Any) -> Any:
         return parse_start_at(value) if isinstance(value, str) else value
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, **_FromEnv.model_config)
-
 
 __all__ = [
     "MAX_RECEIVE_COUNT",

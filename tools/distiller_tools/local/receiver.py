@@ -301,10 +301,15 @@ def serve(
         print(f"distiller: {listen_failure(HOST, port, exc)}", file=err)
         return 2
     print(f"receiver listening on {receiver.url}", file=err, flush=True)
+    return serve_until_interrupted(receiver)
+
+
+def serve_until_interrupted(server: ThreadingHTTPServer) -> int:
+    """Serve until Ctrl-C, then close the socket; 0 (the local servers' exit status)."""
     try:
-        receiver.serve_forever()
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        receiver.server_close()
+        server.server_close()
     return 0

@@ -140,20 +140,18 @@ class PartnerData:
 
     def document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
         """A `documents` row, when one of its deals is the partner's."""
-        document = self._by_id(DOCUMENTS, document_id)
-        if document is None:
+        entitled = self._entitled_row(partner, DOCUMENTS, document_id)
+        if entitled is None:
             return None
-        via = self._entitled_deal(partner, DOCUMENTS, document)
-        if via is None:
-            return None
+        document, via = entitled
         return dto.document_dto(document, self._signed(SIGNED_FILES(document)), via)
 
     def generated_document(self, partner: Partner, document_id: str) -> dict[str, Any] | None:
         """A `platoforms_generated_documents` row, when one of its deals (`sharedDeals`) is the partner's."""
-        document = self._by_id(GENERATED_DOCUMENTS, document_id)
-        if document is None or self._entitled_deal(partner, GENERATED_DOCUMENTS, document) is None:
+        entitled = self._entitled_row(partner, GENERATED_DOCUMENTS, document_id)
+        if entitled is None:
             return None
-        return dto.generated_document_dto(document, self._signed(SIGNED_FILES(document)))
+        return dto.generated_document_dto(entitled[0], self._signed(SIGNED_FILES(entitled[0])))
 
     def readable_files(self, partner: Partner, entity_type: str, entity_id: str) -> list[tuple[str, str]] | None:
         """The files (key, filename) of the entity an event was about, when `partner` may read that
@@ -165,17 +163,13 @@ class PartnerData:
         """
         if not entity_type or not entity_id:
             return None
-        if entity_type in (DOCUMENTS, GENERATED_DOCUMENTS):
-            document = self._by_id(entity_type, entity_id)
-            if document is None or self._entitled_deal(partner, entity_type, document) is None:
-                return None
-            return SIGNED_FILES(document)
-        if entity_type in (CREDIT_REPORTS, *REDUCERS[CREDIT_REPORTS].aliases):
-            reducer = REDUCERS[CREDIT_REPORTS]
+        reducer = REDUCERS.get(entity_type)
+        if reducer is not None and reducer.linked_deals:  # documents, generated documents, credit reports
+            files = LOAN_PAYOFF_FILES if reducer.collection == CREDIT_REPORTS else SIGNED_FILES
             for name in (reducer.collection, *reducer.aliases):
-                report = self._by_id(name, entity_id)
-                if report is not None:
-                    return LOAN_PAYOFF_FILES(report) if self._entitled_deal(partner, CREDIT_REPORTS, report) else None
+                entitled = self._entitled_row(partner, name, entity_id)
+                if entitled is not None:
+                    return files(entitled[0])
             return None
         if entity_type in ROUTING_FIELDS:
             entity = self._find(partner, entity_type, entity_id)
@@ -309,6 +303,13 @@ class PartnerData:
             for collection, ids in wanted.items()
             for ref_id, document in self._by_ids(collection, ids).items()
         }
+
+    def _entitled_row(self, partner: Partner, collection: str, row_id: str) -> tuple[dict[str, Any], str] | None:
+        """A row that belongs to deals (a document, generated document or credit report) with the deal
+        through which the partner may read it; None when it is absent, ambiguous or not the partner's."""
+        row = self._by_id(collection, row_id)
+        via = None if row is None else self._entitled_deal(partner, collection, row)
+        return None if row is None or via is None else (row, via)
 
     def _entitled_deal(self, partner: Partner, collection: str, document: dict[str, Any]) -> str | None:
         """The first of the document's deals through which the partner is entitled to it, or None."""

@@ -309,7 +309,7 @@ def _instant(name: str, text: str | None) -> dt.datetime | None:
     if text is None:
         return None
     try:
-        value = parse_instant(text.replace("Z", "+00:00"))
+        value = parse_instant(text)
     except ValueError:
         raise BadRequest(f"{name}: not an ISO 8601 date-time, or out of range") from None
     if not EARLIEST <= value <= LATEST:

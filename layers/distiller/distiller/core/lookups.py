@@ -38,7 +38,7 @@ def id_forms(value: str) -> list[Any]:
     string (as raw bytes) and upper-case hex, whose ObjectIds read as a different string.
     """
     forms: list[Any] = [value]
-    if len(value) == 24 and ObjectId.is_valid(value) and str(ObjectId(value)) == value:
+    if ObjectId.is_valid(value) and str(ObjectId(value)) == value:
         forms.append(ObjectId(value))
     return forms
 
