@@ -40,7 +40,8 @@ bench: install
 	$(BIN)/python -m bench.distill_bench
 	$(BIN)/python -m bench.dispatch_bench
 
-# The main job: a partner receiver, and every sample flow of events/ through the local pipeline.
+# The main job: a partner receiver, every sample flow of events/ through the local pipeline, then one
+# POST /sell and one lead through `distiller api --deliver`.
 demo: install
 	$(BIN)/python scripts/demo.py
 

@@ -318,10 +318,13 @@ def test_deliveries_that_cannot_start_before_the_invocation_ends_go_back_unchang
     first = source.invoke(world.delivery_url)
 
     assert first == {"batchItemFailures": []}
-    deferred = [DeliveryMessage.from_body(q.raw) for q in world.queued(world.retry_url)]
+    queued = [(DeliveryMessage.from_body(q.raw), q.delay_seconds) for q in world.queued(world.retry_url)]
+    # On a starved machine an attempt that was made can outlast its budget and be retried (attempt 1,
+    # with its delay): legitimately. The deferred ones are those no attempt was counted for.
+    deferred = [(d, delay) for d, delay in queued if d.attempt == 0]
     assert 1 <= len(deferred) <= 4 and len(server.received) == 5 - len(deferred)
-    assert all(d.attempt == 0 and d.last_error is None for d in deferred)  # no attempt was counted
-    assert {q.delay_seconds for q in world.queued(world.retry_url)} == {0}
+    assert all(d.last_error is None and delay == 0 for d, delay in deferred)  # back unchanged, at once
+    assert all(d.attempt == 1 and d.last_error.startswith("timeout") for d, _ in queued if d.attempt != 0)
     source.run()
     result = tally(world, [server])
     assert all(result.delivered_once_one_post_per_attempt(m.event_id) for m in burst)

@@ -22,12 +22,11 @@ from distiller.ingest import batch as ingest_module
 from distiller.runtime import DistillerRuntime
 from distiller_tools.world import in_memory_database, load_partners, load_world
 from tests.conftest import load_function
+from tests.integration.test_sample_events import NOT_SAMPLES, OTHER_FUNCTIONS
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SAMPLES = sorted(
-    p
-    for p in EVENTS.glob("*.json")
-    if p.name not in {"partners.json", "world.json"} and not p.name.startswith(("dispatcher_", "relay_"))
+    p for p in EVENTS.glob("*.json") if p.name not in NOT_SAMPLES and not p.name.startswith(OTHER_FUNCTIONS)
 )
 
 

@@ -14,8 +14,8 @@ from distiller_tools.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 NOT_SAMPLES = {"partners.json", "world.json"}
-#: Samples of the other functions' events (the Dispatcher's delivery batch, the Relay's schedule).
-OTHER_FUNCTIONS = ("dispatcher_", "relay_")
+#: Samples of the other functions' events (the Dispatcher's delivery batch, the Relay's schedule, the API's requests).
+OTHER_FUNCTIONS = ("dispatcher_", "relay_", "api_")
 SAMPLES = sorted(
     p.name for p in EVENTS.glob("*.json") if p.name not in NOT_SAMPLES and not p.name.startswith(OTHER_FUNCTIONS)
 )

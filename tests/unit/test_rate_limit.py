@@ -28,6 +28,7 @@ from distiller.api.rate_limit import (
     RateLimiter,
     capacity,
     decide,
+    window_position,
 )
 
 EPOCH = 1_700_000_040.0
@@ -163,19 +164,29 @@ def test_capacity_weights_the_previous_window_by_what_remains_of_it(
 @pytest.mark.parametrize(
     ("previous", "current", "fraction", "expected"),
     [
-        (0, 0, 0.0, RateDecision(True, 0, 9)),
-        (0, 9, 0.0, RateDecision(True, 0, 0)),
-        (0, 10, 0.5, RateDecision(False, 36, 0)),  # full window: 30 s to its end, then 6 s (10 * 0.9 <= 9)
-        (0, 10, 0.0, RateDecision(False, 60, 0)),  # would be 66 s: capped at the window length
-        (10, 0, 0.0, RateDecision(False, 6, 0)),  # 10 * (1 - f) <= 9 from f = 0.1
-        (10, 4, 0.5, RateDecision(True, 0, 0)),  # room for 5: this is the fifth
-        (10, 5, 0.5, RateDecision(False, 6, 0)),  # a sixth needs 10 * (1 - f) <= 4: f = 0.6
-        (20, 0, 0.0, RateDecision(False, 33, 0)),  # 20 * (1 - f) <= 9 from f = 0.55
-        (10, 1, 0.199, RateDecision(False, 1, 0)),  # room again at f = 0.2, 0.06 s away: still 1
+        (0, 0, 0.0, RateDecision(True, 0, 9, 60)),  # the window ends in 60 s
+        (0, 9, 0.0, RateDecision(True, 0, 0, 60)),
+        (0, 10, 0.5, RateDecision(False, 36, 0, 36)),  # full window: 30 s to its end, then 6 s (10 * 0.9 <= 9)
+        (0, 10, 0.0, RateDecision(False, 66, 0, 66)),  # 60 s to the window's end, then 6 s more
+        (10, 0, 0.0, RateDecision(False, 6, 0, 6)),  # 10 * (1 - f) <= 9 from f = 0.1
+        (10, 4, 0.5, RateDecision(True, 0, 0, 30)),  # room for 5: this is the fifth
+        (10, 5, 0.5, RateDecision(False, 6, 0, 6)),  # a sixth needs 10 * (1 - f) <= 4: f = 0.6
+        (20, 0, 0.0, RateDecision(False, 33, 0, 33)),  # 20 * (1 - f) <= 9 from f = 0.55
+        (10, 1, 0.199, RateDecision(False, 1, 0, 1)),  # room again at f = 0.2, 0.06 s away: still 1
     ],
 )
 def test_decide(previous: int, current: int, fraction: float, expected: RateDecision) -> None:
     assert decide(previous, current, fraction, RateLimit(10, 60)) == expected
+
+
+def test_a_caller_that_waits_exactly_retry_after_is_admitted_even_beyond_one_window() -> None:
+    limit = RateLimit(2, 3600)
+    refused = decide(0, 2, 0.1, limit)  # full window: 3240 s to its end, then half of the next one
+    assert not refused.allowed and refused.retry_after_seconds == 5040
+    index, fraction = window_position(0.1 * 3600 + refused.retry_after_seconds, limit)
+    assert index == 1 and decide(2, 0, fraction, limit).allowed
+    _, early = window_position(0.1 * 3600 + refused.retry_after_seconds - 2, limit)
+    assert not decide(2, 0, early, limit).allowed
 
 
 def decision_later(previous: int, current: int, fraction: float, limit: RateLimit, seconds: float) -> RateDecision:
@@ -205,11 +216,10 @@ def test_retry_after_is_the_first_whole_second_with_room(
         assert decision.retry_after_seconds == 0
         assert 0 <= decision.remaining < requests
         return
-    window_cap = math.ceil(per_seconds)
     assert decision.remaining == 0
-    assert 1 <= decision.retry_after_seconds <= window_cap
-    if decision.retry_after_seconds < window_cap:
-        assert decision_later(previous, current, fraction, limit, decision.retry_after_seconds).allowed
+    assert 1 <= decision.retry_after_seconds <= math.ceil(2 * per_seconds)
+    # Waiting exactly Retry-After is always enough, even when that is beyond the current window.
+    assert decision_later(previous, current, fraction, limit, decision.retry_after_seconds).allowed
     if decision.retry_after_seconds > 1:
         assert not decision_later(previous, current, fraction, limit, decision.retry_after_seconds - 1).allowed
 
@@ -360,7 +370,7 @@ def test_mongo_retries_after_losing_an_insert_race() -> None:
 
     racing = RacingCollection(insert_first)
     decision = MongoRateLimiter(racing, clock=Clock()).acquire("partner-a", RateLimit(3, 60))
-    assert decision == RateDecision(allowed=True, retry_after_seconds=0, remaining=1)
+    assert decision == RateDecision(allowed=True, retry_after_seconds=0, remaining=1, reset_seconds=60)
     assert racing.inner.find_one()["count"] == 2
 
 

@@ -950,3 +950,11 @@ def test_relay_argument_errors_exit_2(argv, complaint, capsys):
         relay_args(*argv)
     assert caught.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_the_relay_watches_every_collection_a_reducer_reads_under_every_name_by_default():
+    from distiller.core.reducers import TABLES
+
+    names = {name for reducer in TABLES for name in (reducer.collection, *reducer.aliases)}
+    assert set(DEFAULT_COLLECTIONS) == names
+    assert {"credit_reports", "creditreports"} <= names  # the spec spells it both ways

@@ -555,3 +555,89 @@ def test_the_api_gets_its_per_partner_rate_limits_from_stack_parameters(template
         # What CloudFormation lets through, the function parses (and the reverse for a typo).
         assert RateLimit.parse("5/0.5") and pattern.fullmatch("5/0.5")
         assert not pattern.fullmatch("5 per minute")
+
+
+# --- issue 13: the partner write API -------------------------------------------------------------
+
+WRITE_ROUTES = {
+    "SellPost": ("/sell/{partnerId}", "POST"),
+    "SellGet": ("/sell/{partnerId}", "GET"),
+    "LeadsPost": ("/leads/{partnerId}", "POST"),
+    "LeadsGet": ("/leads/{partnerId}/{callerReferenceId}", "GET"),
+}
+
+
+def test_the_write_routes_reach_the_api_function_and_only_with_their_methods(template):
+    from distiller.api.routes import openapi_document
+
+    events = template["Resources"]["ApiFunction"]["Properties"]["Events"]
+    routed = {(e["Properties"]["Path"], e["Properties"]["Method"]) for e in events.values()}
+    assert {(path, method) for path, method in WRITE_ROUTES.values()} <= routed
+    for name, (path, method) in WRITE_ROUTES.items():
+        assert events[name]["Properties"]["RestApiId"] == {"!Ref": "PartnerApi"}
+        # API Gateway routes exactly what the function serves (its OpenAPI document says so).
+        assert method.lower() in openapi_document()["paths"][path], (path, method)
+
+
+@pytest.mark.parametrize(
+    ("domain", "accepted"),
+    [
+        ("dealnow.com", True),
+        ("padev.xyz", True),
+        ("my-dealer.co.uk", True),
+        ("app.dealnow.com", False),  # links add app. themselves: app.app.dealnow.com is no host
+        ("https://dealnow.com", False),
+        ("dealnow.com/", False),
+        ("localhost", False),
+        ("DealNow.com", False),
+        ("-dealnow.com", False),
+    ],
+)
+def test_link_domains_are_bare_domains_in_the_stack_and_in_the_settings(template, domain, accepted):
+    import re
+
+    from pydantic import ValidationError
+
+    from distiller.settings import ApiSettings, SettingsError
+
+    parameters = template["Parameters"]
+    variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    for variable, parameter in (("DEALNOW_DOMAIN", "DealNowDomain"), ("APP_DOMAIN", "AppDomain")):
+        assert variables[variable] == {"!Ref": parameter}
+        pattern = re.compile(parameters[parameter]["AllowedPattern"])
+        assert pattern.fullmatch(parameters[parameter]["Default"])
+        assert bool(pattern.fullmatch(domain)) is accepted, (parameter, domain)
+        env = {"DELIVERY_QUEUE_URL": "q", "DOCUMENTS_BUCKET": "d", variable: domain}
+        if accepted:
+            assert getattr(ApiSettings.from_env(env), variable.lower()) == domain
+        else:
+            with pytest.raises((SettingsError, ValidationError), match=variable):
+                ApiSettings.from_env(env)
+
+
+def test_link_emails_may_be_sent_only_from_the_configured_sender(template):
+    api = template["Resources"]["ApiFunction"]["Properties"]
+    assert api["Environment"]["Variables"]["SES_FROM_ADDRESS"] == {"!Ref": "SesFromAddress"}
+    assert template["Parameters"]["SesFromAddress"]["Default"] == ""  # unset: no email, nothing granted
+    grants = [p for p in api["Policies"] if isinstance(p, dict) and "!If" in p]
+    (grant,) = [g["!If"] for g in grants if g["!If"][0] == "HasSesSender"]
+    (statement,) = grant[1]["Statement"]
+    assert statement["Action"] == "ses:SendEmail"
+    assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": {"!Ref": "SesFromAddress"}}}
+    assert grant[2] == {"!Ref": "AWS::NoValue"}
+
+
+def test_the_leads_default_rate_limit_is_a_stack_parameter_the_settings_parse(template):
+    import re
+
+    from distiller.api.rate_limit import RateLimit
+    from distiller.settings import ApiSettings
+
+    parameter = template["Parameters"]["LeadsRateLimit"]
+    variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["LEADS_RATE_LIMIT"] == {"!Ref": "LeadsRateLimit"}
+    assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"])
+    settings = ApiSettings.from_env({"DELIVERY_QUEUE_URL": "q", "DOCUMENTS_BUCKET": "d", "LEADS_RATE_LIMIT": "7/30"})
+    assert settings.leads_limit == RateLimit(7, 30)
+    default = ApiSettings.from_env({"DELIVERY_QUEUE_URL": "q", "DOCUMENTS_BUCKET": "d"}).leads_limit
+    assert default == RateLimit.parse(parameter["Default"])

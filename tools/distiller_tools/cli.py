@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -17,6 +18,9 @@ from distiller.core.model import ChangeEvent, RecordError
 from distiller.core.pipeline import ChangeOutcome, distill
 from distiller.ingest.sources import change_events_from_text
 from distiller_tools.world import WorldFileError, in_memory_database, load_partners, load_world
+
+#: `--retry-delays` when none is given: the stack's own schedule (seconds before each retry).
+DEFAULT_RETRY_DELAYS = "60,300,900"
 
 #: Lines distilled together: lookups are batched per chunk, memory stays flat on long streams.
 CHUNK_LINES = 1000
@@ -186,24 +190,73 @@ def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
 
 
 def run_api(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
-    from distiller_tools.local.api_server import load_deliveries, start
+    from distiller.deliver.dispatch import RetrySchedule
+    from distiller_tools.local.api_server import DeliverySettings, load_deliveries, start
     from distiller_tools.local.receiver import HOST, listen_failure, serve_until_interrupted
 
+    delivery_only = [
+        flag
+        for flag, given in (
+            ("--retry-delays", args.retry_delays is not None),
+            ("--log", args.log is not None),
+        )
+        if given
+    ]
+    if delivery_only and not args.deliver:
+        print(f"distiller: {', '.join(delivery_only)}: only with --deliver", file=stderr)
+        return 2
+    retry_delays = args.retry_delays if args.retry_delays is not None else DEFAULT_RETRY_DELAYS
     try:
+        RetrySchedule.parse(retry_delays)
         partners = load_partners(Path(args.partners))
         world = load_world(Path(args.world)) if args.world else {}
         database = in_memory_database(partners, world)
         loaded = load_deliveries(database, Path(args.deliveries)) if args.deliveries else 0
-    except (WorldFileError, ValueError, OSError) as exc:
+        for path in (args.log, args.changes):
+            if path is not None:  # appended to while serving: refuse one that cannot be written now
+                open(path, "a", encoding="utf-8").close()
+    except (WorldFileError, ValueError) as exc:
         print(f"distiller: {_one_line(str(exc))}", file=stderr)
         return 2
-    try:
-        server = start(args.port, database, partners, stderr)
-    except OSError as exc:  # the port is taken, or not ours to take
-        print(f"distiller: {listen_failure(HOST, args.port, exc)}", file=stderr)
+    except OSError as exc:
+        where = f"{exc.filename}: cannot open: {exc.strerror}" if exc.filename else _one_line(str(exc))
+        print(f"distiller: {where}", file=stderr)
         return 2
-    print(f"api listening on {server.url} ({loaded} delivery attempts loaded)", file=stderr, flush=True)
-    return serve_until_interrupted(server)
+    delivery = (
+        DeliverySettings(
+            retry_delays=retry_delays,
+            allow_private_endpoints=args.allow_private_endpoints,
+            log=Path(args.log) if args.log else None,
+        )
+        if args.deliver
+        else None
+    )
+    with open(args.changes, "a", encoding="utf-8") if args.changes else contextlib.nullcontext() as changes:
+        try:
+            server = start(
+                args.port,
+                database,
+                partners,
+                stderr,
+                changes_out=changes,
+                delivery=delivery,
+                report_out=stderr,
+                allow_private_endpoints=args.allow_private_endpoints,
+            )
+        except OSError as exc:  # the port is taken, or not ours to take
+            print(f"distiller: {listen_failure(HOST, args.port, exc)}", file=stderr)
+            return 2
+        print(f"api listening on {server.url} ({loaded} delivery attempts loaded)", file=stderr, flush=True)
+        if changes is not None:
+            print(f"api: appending the change events of its writes to {args.changes}", file=stderr, flush=True)
+        if delivery is not None:
+            print(
+                "api: delivering its writes through the local pipeline to the partners' webhook URLs "
+                f"(retry delays {retry_delays})",
+                file=stderr,
+                flush=True,
+            )
+        return serve_until_interrupted(server)
 
 
 def _port(text: str) -> int:
@@ -259,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--partners", required=True, metavar="PARTNERS.json", help="JSON array of partner records")
     run_cmd.add_argument("--world", metavar="WORLD.json", help="{collectionName: [documents]} used for lookups")
     run_cmd.add_argument(
-        "--retry-delays", default="60,300,900", metavar="S,S,S", help="seconds before each retry (default 60,300,900)"
+        "--retry-delays",
+        default=DEFAULT_RETRY_DELAYS,
+        metavar="S,S,S",
+        help=f"seconds before each retry (default {DEFAULT_RETRY_DELAYS})",
     )
     run_cmd.add_argument(
         "--allow-private-endpoints",
@@ -305,12 +361,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     api_cmd = commands.add_parser(
         "api",
-        help="the partner /data API on 127.0.0.1 through the same handler (JWT with each partner's sharedSecret)",
+        help="the partner API on 127.0.0.1 through the same handler (JWT with each partner's sharedSecret)",
+        description="Serve the partner API on 127.0.0.1 through the Lambda handler, over an in-memory database "
+        "(PARTNERS.json, WORLD.json). The API's writes (POST /sell, POST /leads) change that database: --changes "
+        "records them as change-stream events, and --deliver puts them through the same local pipeline as "
+        "`distiller run`, so a POST /sell reaches the partner's webhook URL as signed listing.created and "
+        "offer.created deliveries.",
     )
     api_cmd.add_argument("--port", type=_port, required=True, help="port on 127.0.0.1 (0: any free port)")
     api_cmd.add_argument("--partners", required=True, metavar="PARTNERS.json", help="records with sharedSecret")
     api_cmd.add_argument("--world", metavar="WORLD.json", help="{collectionName: [documents]}")
     api_cmd.add_argument("--deliveries", metavar="LOG.jsonl", help="delivery attempts (`distiller run --log`)")
+    api_cmd.add_argument(
+        "--deliver",
+        action="store_true",
+        help="put the change events of the API's writes through the local pipeline (embedded AWS endpoint, the "
+        "Distiller and Dispatcher handlers) to the partners' webhook URLs; its report goes to stderr",
+    )
+    api_cmd.add_argument(
+        "--allow-private-endpoints",
+        action="store_true",
+        help="local development only: with --deliver, allow http:// and private/loopback partner URLs (a "
+        "`distiller receiver` on 127.0.0.1); and let GET /sell redirect to an http:// redirectUrl",
+    )
+    api_cmd.add_argument(
+        "--retry-delays",
+        metavar="S,S,S",
+        help=f"with --deliver: seconds before each retry (default {DEFAULT_RETRY_DELAYS}); "
+        "a retry waiting holds back the deliveries of later writes until it settles",
+    )
+    api_cmd.add_argument(
+        "--log", metavar="FILE", help="with --deliver: append one JSON line per delivery attempt (as `run --log`)"
+    )
+    api_cmd.add_argument(
+        "--changes",
+        metavar="FILE",
+        help="append every change event the API's writes make, one JSON line each, as the relay sends them: "
+        "`distiller distill --partners P FILE` or `distiller run` replays them",
+    )
     api_cmd.set_defaults(run=run_api)
 
     from distiller_tools import ops, relay_cli

@@ -16,17 +16,25 @@ from botocore.config import Config
 from pymongo.database import Database
 
 from distiller.adapters.checkpoints import MongoCheckpointStore
+from distiller.adapters.dealnow import MongoDealStore
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.adapters.file_links import FileLinks
+from distiller.adapters.idempotency import IDEMPOTENCY_COLLECTION, MongoIdempotencyStore
+from distiller.adapters.leads import MongoLeadStore
 from distiller.adapters.lookups import MongoLookups
+from distiller.adapters.mailer import SesMailer
 from distiller.adapters.mongo import connect_database
 from distiller.adapters.payload_store import S3PayloadStore
 from distiller.adapters.queues import SqsQueue
 from distiller.adapters.rate_limits import MongoRateLimiter
 from distiller.adapters.secrets import PartnerSecrets, SecretsManagerSharedSecrets
 from distiller.api.data import PartnerData
-from distiller.api.rate_limit import RATE_LIMITS_COLLECTION
+from distiller.api.lead_routes import LeadServices
+from distiller.api.leads import LEADS_COLLECTION
+from distiller.api.rate_limit import RATE_LIMITS_COLLECTION, RateLimiter
 from distiller.api.routes import ApiLimits, ApiRuntime, app, use_runtime
+from distiller.api.sell import Mailer
+from distiller.api.sell_routes import SellServices
 from distiller.core.lookups import Lookups
 from distiller.deliver.claim_check import PayloadStore
 from distiller.deliver.dispatch import Dispatcher, RetrySchedule
@@ -169,6 +177,8 @@ def api_runtime_from_env(env: Mapping[str, str] | None = None) -> ApiRuntime:
         settings.documents_bucket,
         settings.documents_key_prefix,
     )
+    limiter = _rate_limiter(database)
+    mailer = SesMailer(boto3.client("sesv2"), settings.ses_from_address) if settings.ses_from_address else None
     return ApiRuntime(
         data=PartnerData(database, file_links),
         partners=MongoLookups(database, ttl_seconds=mongo.lookup_ttl_seconds).partners,
@@ -177,9 +187,34 @@ def api_runtime_from_env(env: Mapping[str, str] | None = None) -> ApiRuntime:
         replay_queue=SqsQueue(boto3.client("sqs"), settings.delivery_queue_url),
         file_links=file_links,
         payloads=payload_store(settings.claim_check_bucket),
-        limiter=_rate_limiter(database),
+        limiter=limiter,
         limits=api_limits(settings),
+        sell=sell_services(database, settings, mailer),
+        leads=lead_services(database, settings, limiter),
     )
+
+
+def sell_services(database: Database, settings: ApiSettings, mailer: Mailer | None) -> SellServices:
+    """DealNow initiation over `database` (listings, offers, idempotency keys with their TTL index).
+    `distiller api` builds the same with its own mailer."""
+    idempotency = MongoIdempotencyStore(database[IDEMPOTENCY_COLLECTION])
+    idempotency.ensure_indexes()
+    return SellServices(
+        deals=MongoDealStore(database),
+        idempotency=idempotency,
+        dealnow_domain=settings.dealnow_domain,
+        app_domain=settings.app_domain,
+        mailer=mailer,
+        allow_http_redirects=settings.allow_http_redirects,
+    )
+
+
+def lead_services(database: Database, settings: ApiSettings, limiter: RateLimiter) -> LeadServices:
+    """Lead ingestion over `database`: the unique (partnerId, callerReferenceId) index is the dedup,
+    so it is created before the first request."""
+    store = MongoLeadStore(database[LEADS_COLLECTION])
+    store.ensure_indexes()
+    return LeadServices(store=store, limiter=limiter, default_limit=settings.leads_limit)
 
 
 def api_limits(settings: ApiSettings) -> ApiLimits:
@@ -203,8 +238,10 @@ __all__ = [
     "handle_deliveries",
     "handle_ingest",
     "handle_relay",
+    "lead_services",
     "logger",
     "metrics",
+    "sell_services",
     "tracer",
     "use_runtime",
 ]

@@ -11,6 +11,7 @@ for optional parameters).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Self
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distiller.adapters.secrets import DEFAULT_PREFIX
 from distiller.api.auth import AuthSettings
-from distiller.api.rate_limit import DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_LIMIT, RateLimit
+from distiller.api.rate_limit import DEFAULT_LEADS_LIMIT, DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_LIMIT, RateLimit
 from distiller.relay.stream import DEFAULT_COLLECTIONS, DEFAULT_RELAY_NAME, StartAt, parse_start_at
 
 MAX_RECEIVE_COUNT = 5
@@ -27,6 +28,10 @@ MAX_RECEIVE_COUNT = 5
 
 class SettingsError(RuntimeError):
     """A required setting is missing or malformed; the message names the variable."""
+
+
+_DOMAIN = re.compile(r"(?!app\.)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
+"""A lower-case domain name of two labels or more; links add the `app.` label themselves."""
 
 
 class _FromEnv(BaseModel):
@@ -111,8 +116,26 @@ class ApiSettings(_FromEnv):
     replay_limit: RateLimit = _env(
         "API_REPLAY_RATE_LIMIT", "replays per partner, requests/seconds", DEFAULT_REPLAY_LIMIT
     )
+    leads_limit: RateLimit = _env(
+        "LEADS_RATE_LIMIT", "lead submissions per partner without leadsRateLimit, requests/seconds", DEFAULT_LEADS_LIMIT
+    )
+    dealnow_domain: str = _env("DEALNOW_DOMAIN", "DealNow links: https://app.<this>/...", "dealnow.com", min_length=3)
+    app_domain: str = _env(
+        "APP_DOMAIN", "PrivateAuto app links: https://app.<this>/...", "privateauto.com", min_length=3
+    )
+    ses_from_address: str | None = _env("SES_FROM_ADDRESS", "sender of DealNow link emails (unset: none sent)", None)
+    allow_http_redirects: bool = _env(
+        "ALLOW_PRIVATE_ENDPOINTS", "local runs only: GET /sell may redirect to http://", False
+    )
 
-    @field_validator("request_limit", "replay_limit", mode="before")
+    @field_validator("dealnow_domain", "app_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not _DOMAIN.fullmatch(value):
+            raise ValueError("expected a bare domain name such as example.com (no scheme, path or app. prefix)")
+        return value
+
+    @field_validator("request_limit", "replay_limit", "leads_limit", mode="before")
     @classmethod
     def _rate_limit(cls, value: Any) -> Any:
         return RateLimit.parse(value) if isinstance(value, str) else value

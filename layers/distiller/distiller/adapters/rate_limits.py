@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,12 @@ class MongoRateLimiter:
             return self._acquire(key, limit)
         except PyMongoError as exc:
             logger.warning("rate limiter unavailable for key %s (%s): request allowed", key, type(exc).__name__)
-            return RateDecision(allowed=True, retry_after_seconds=0, remaining=limit.requests - 1)
+            return RateDecision(
+                allowed=True,
+                retry_after_seconds=0,
+                remaining=limit.requests - 1,
+                reset_seconds=math.ceil(limit.per_seconds),
+            )
 
     def _acquire(self, key: str, limit: RateLimit) -> RateDecision:
         index, fraction = window_position(self._clock(), limit)

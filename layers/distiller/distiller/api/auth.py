@@ -129,7 +129,20 @@ def authenticate(
 
     ``shared_secret_b64`` is the partner's stored base64 secret, or None for an unknown partner.
     """
-    token = _bearer_token(authorization)
+    return verify_token(_bearer_token(authorization), partner_id, shared_secret_b64, settings, now)
+
+
+def verify_token(
+    token: str,
+    partner_id: str,
+    shared_secret_b64: str | None,
+    settings: AuthSettings = DEFAULT_AUTH_SETTINGS,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Checks 1 (shape) to 6 on a bare token, wherever it came from (the Bearer header, or GET /sell's
+    ``?jwt=`` / ``?v=``), so every way of presenting a JWT is held to the same rules."""
+    if len(token) > MAX_TOKEN_LENGTH or not _TOKEN_SHAPE.fullmatch(token):
+        raise AuthError(401, MALFORMED_TOKEN)
     _check_algorithm(token)
     # Unknown partner: verify against a random key so it fails exactly like a wrong secret.
     key = secrets.token_hex(32) if shared_secret_b64 is None else decode_shared_secret(shared_secret_b64)
@@ -149,10 +162,7 @@ def _bearer_token(authorization: str | None) -> str:
     parts = authorization.split()
     if len(parts) != 2 or parts[0].lower() != "bearer":
         raise AuthError(401, MISSING_BEARER)
-    token = parts[1]
-    if len(token) > MAX_TOKEN_LENGTH or not _TOKEN_SHAPE.fullmatch(token):
-        raise AuthError(401, MALFORMED_TOKEN)
-    return token
+    return parts[1]
 
 
 def _check_algorithm(token: str) -> None:

@@ -14,12 +14,19 @@ from pydantic import BaseModel
 from distiller.api.models import ErrorResponse
 
 ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
-    400: {"description": "An invalid query parameter (`error` names it first)"},
+    400: {"description": "An invalid parameter or body: `error` names each, `fields` maps each to its reason"},
     401: {
         "description": "No bearer token, or one that is malformed, expired, wrongly signed or for an unknown partner"
     },
-    403: {"description": "The token is for another partner, or the partner is inactive"},
+    403: {
+        "description": "The token is for another partner, the partner is inactive, or (leads) the organisation "
+        "is not on the partner's lead allowlist"
+    },
     404: {"description": "Not found, or outside the partner's webhookScope (the two are not told apart)"},
+    409: {
+        "description": "A conflict: the callerReferenceId was submitted before (the body names the existing "
+        "leadId), or the Idempotency-Key was used with another body or is still in progress"
+    },
     422: {"description": "The delivery's payload is too large to queue and no claim-check store is configured"},
     429: {
         "description": "Over the partner's request allowance (or replay allowance); retry after `Retry-After` seconds",
@@ -65,11 +72,37 @@ def document_of(app: APIGatewayRestResolver, title: str, version: str) -> dict[s
             responses = operation.get("responses", {})
             if _schema_ref(responses.get("422")) == f"{COMPONENTS}HTTPValidationError":
                 del responses["422"]
+            _required_body(operation)
+            operation.setdefault("security", [{BEARER_SCHEME: []}])
     schemas = document.get("components", {}).get("schemas", {})
     used = _referenced(document.get("paths", {}), schemas)
     for name in [name for name in schemas if name not in used]:
         del schemas[name]
+    document.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "HS256/384/512 JWT signed with the partner's shared secret (base64-decoded to UTF-8 text), "
+        "with p = the path's partnerId and an exp at most 15 minutes after iat",
+    }
     return document
+
+
+BEARER_SCHEME = "partnerJwt"
+"""The security scheme of every route that does not declare its own (GET /sell authenticates inline)."""
+
+
+def _required_body(operation: dict[str, Any]) -> None:
+    """A body the route declares as `Model | None` (documentation only: it is read once the request is
+    authenticated) is required: `{"$ref": Model}`, not `anyOf [Model, null]`."""
+    content = operation.get("requestBody", {}).get("content", {}).get(content_types.APPLICATION_JSON)
+    schema = content.get("schema") if isinstance(content, dict) else None
+    if not isinstance(schema, dict):
+        return
+    refs = [option for option in schema.get("anyOf", ()) if isinstance(option, dict) and "$ref" in option]
+    if len(refs) == 1 and len(schema["anyOf"]) == 2 and {"type": "null"} in schema["anyOf"]:
+        content["schema"] = refs[0]
+        operation["requestBody"]["required"] = True
 
 
 COMPONENTS = "#/components/schemas/"

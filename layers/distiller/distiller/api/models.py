@@ -51,9 +51,14 @@ class _Response(BaseModel):
 
 
 class ErrorResponse(_Response):
-    """Every error the /data routes answer: 400, 401, 403, 404, 422 (replay), 429, 503."""
+    """Every error the partner API answers: 400, 401, 403, 404, 409, 422 (replay), 429, 503."""
 
     error: str = Field(description="What went wrong; a 400 names the offending parameter first")
+    fields: dict[str, str] | None = Field(
+        default=None, description="400 only: each offending parameter or body field (dotted path) and its reason"
+    )
+    leadId: str | None = Field(default=None, description="409 of POST /leads only: the lead already submitted")
+    callerReferenceId: str | None = Field(default=None, description="409 of POST /leads only: its reference")
 
 
 class PageMeta(_Response):

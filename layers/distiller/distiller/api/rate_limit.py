@@ -11,7 +11,8 @@ the previous and the current fixed window. It is admitted while the estimate, in
 within ``requests``. Refused requests are not counted: a caller that ignores ``Retry-After`` and keeps
 hammering still gets exactly its share and is never locked out, and a window's count never exceeds
 the limit. ``Retry-After`` is the whole number of seconds until the estimate leaves room for one
-request (at least 1, at most the window length, rounded up). The arithmetic is `capacity` and `decide`,
+request (at least 1, rounded up; up to two windows when the current one is full, so a caller that
+waits exactly that long is admitted). The arithmetic is `capacity` and `decide`,
 shared by both implementations.
 
 State: the function runs in many concurrent containers, so `MongoRateLimiter` keeps the counts in
@@ -82,6 +83,9 @@ class RateDecision:
     """0 when allowed; otherwise whole seconds >= 1, for an HTTP ``Retry-After`` header."""
     remaining: int
     """Approximate requests left in the sliding window after this one (0 when refused)."""
+    reset_seconds: int = 0
+    """Whole seconds until the allowance grows again (`RateLimit-Reset`): the end of the current
+    fixed window when allowed, `retry_after_seconds` when refused."""
 
 
 class RateLimiter(Protocol):
@@ -101,9 +105,10 @@ def decide(previous: int, current: int, elapsed_fraction: float, limit: RateLimi
     """The decision for one request, given the counts admitted before it in the previous and the current
     window and how far (0 to 1) into the current window it arrives. Pure: both limiters use it."""
     room = capacity(previous, elapsed_fraction, limit)
-    if current < room:
-        return RateDecision(allowed=True, retry_after_seconds=0, remaining=room - current - 1)
     window = float(limit.per_seconds)
+    if current < room:
+        reset = max(1, math.ceil((1.0 - elapsed_fraction) * window - _EPSILON))
+        return RateDecision(allowed=True, retry_after_seconds=0, remaining=room - current - 1, reset_seconds=reset)
     # The earliest fraction of a window at which previous * (1 - f) <= requests - current - 1.
     need = limit.requests - current - 1
     if need >= 0 and previous > 0:
@@ -114,8 +119,9 @@ def decide(previous: int, current: int, elapsed_fraction: float, limit: RateLimi
         wait = (1.0 - elapsed_fraction) * window
         if current > 0:
             wait += max(0.0, 1.0 - (limit.requests - 1) / current) * window
-    retry_after = min(math.ceil(wait - _EPSILON), math.ceil(window))
-    return RateDecision(allowed=False, retry_after_seconds=max(1, retry_after), remaining=0)
+    retry_after = math.ceil(wait - _EPSILON)
+    retry_after = max(1, retry_after)
+    return RateDecision(allowed=False, retry_after_seconds=retry_after, remaining=0, reset_seconds=retry_after)
 
 
 def window_position(now: float, limit: RateLimit) -> tuple[int, float]:
@@ -168,3 +174,5 @@ DEFAULT_REQUEST_LIMIT = RateLimit(600, 60)
 """Every route, per partner (`API_RATE_LIMIT`)."""
 DEFAULT_REPLAY_LIMIT = RateLimit(30, 60)
 """Replays, per partner, on top (`API_REPLAY_RATE_LIMIT`): each makes the dispatcher POST."""
+DEFAULT_LEADS_LIMIT = RateLimit(60, 60)
+"""Lead submissions, per partner whose record has no `leadsRateLimit` (`LEADS_RATE_LIMIT`)."""

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -27,6 +27,7 @@ from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authentic
 from distiller.api.contract import document_of, responses
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
+from distiller.api.errors import ApiError, BadRequest, NotFound, RateLimited
 from distiller.api.models import (
     PartnerDealDocumentsResponse,
     PartnerDealList,
@@ -49,7 +50,11 @@ from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, Payload
 from distiller.deliver.log import DELIVERY_STATUSES
 from distiller.deliver.message import DeliveryMessage
 
-API_TITLE = "PrivateAuto Partner API: /data"
+if TYPE_CHECKING:
+    from distiller.api.lead_routes import LeadServices
+    from distiller.api.sell_routes import SellServices
+
+API_TITLE = "PrivateAuto Partner API"
 API_VERSION = "1.1.2"
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
@@ -87,6 +92,10 @@ class ApiRuntime:
     limiter: RateLimiter | None = None
     """Per-partner request limits (None: unlimited, e.g. in unit tests of the reads)."""
     limits: ApiLimits = field(default_factory=ApiLimits)
+    sell: SellServices | None = None
+    """DealNow initiation (POST and GET /sell); None: those routes answer 503."""
+    leads: LeadServices | None = None
+    """Lead ingestion (POST and GET /leads); None: those routes answer 503."""
 
 
 _runtime: ApiRuntime | None = None
@@ -101,20 +110,6 @@ def _rt() -> ApiRuntime:
     if _runtime is None:
         raise RuntimeError("the API runtime is not configured")
     return _runtime
-
-
-class NotFound(Exception):
-    pass
-
-
-class BadRequest(Exception):
-    pass
-
-
-class RateLimited(Exception):
-    def __init__(self, retry_after_seconds: int) -> None:
-        super().__init__(f"rate limit exceeded; retry after {retry_after_seconds} s")
-        self.retry_after_seconds = retry_after_seconds
 
 
 def _json(status: int, body: Any) -> Response:
@@ -146,16 +141,26 @@ def _rate_limited(error: RateLimited) -> Response:
     )
 
 
+@app.exception_handler(ApiError)
+def _api_error(error: ApiError) -> Response:
+    return Response(error.status, content_types.APPLICATION_JSON, json.dumps(error.body), headers=error.headers)
+
+
 @app.exception_handler(RequestValidationError)
 def _invalid(error: RequestValidationError) -> Response:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in error.errors()
-    )
-    return _json(400, {"error": problems or "invalid request"})
+    """400 naming each wrong value: `error` lists them in one line, `fields` maps each to its reason
+    (`contact.email`, `_page`; `request` or `body` when no single value is at fault)."""
+    fields: dict[str, str] = {}
+    for e in error.errors():
+        loc = tuple(str(p) for p in e.get("loc", ()))
+        name = ".".join(loc[1:]) or (loc[0] if loc else "request")
+        fields.setdefault(name, str(e.get("msg", "invalid")).removeprefix("Value error, "))
+    problems = "; ".join(f"{name}: {reason}" for name, reason in fields.items())
+    return _json(400, {"error": problems or "invalid request", "fields": fields})
 
 
-def _partner(partner_id: str, *, replay: bool = False) -> Partner:
-    """Authenticate the request for `partner_id`, count it against the partner's limits, and
+def authorized_partner(partner_id: str, *, replay: bool = False) -> Partner:
+    """Authenticate (Bearer JWT) the request for `partner_id`, count it against the partner's limits, and
     return its record (401/403/429 otherwise).
 
     An unknown partner costs what a known one does: no secret is fetched for it (a fetch that
@@ -186,6 +191,13 @@ def _within_limit(rt: ApiRuntime, key: str, limit: RateLimit) -> None:
         raise RateLimited(decision.retry_after_seconds)
 
 
+def count_request(partner_id: str) -> None:
+    """Count one request against the partner's general allowance (429 when over it), for a route that
+    authenticates otherwise than `authorized_partner` (GET /sell's inline auth)."""
+    rt = _rt()
+    _within_limit(rt, f"{partner_id}:requests", rt.limits.requests)
+
+
 Page = Annotated[int, Query(alias="_page", ge=0, le=MAX_PAGE, description="Zero-based page index")]
 Limit = Annotated[
     int, Query(alias="_limit", ge=1, le=2**31 - 1, description="Page size (at most 100; larger values are capped)")
@@ -206,7 +218,7 @@ def _page(result: Any, page: int, limit: int) -> dict[str, Any]:
 
 def _listed(partner_id: str, page: int, limit: int, read: Callable[[Partner, int], Any]) -> dict[str, Any]:
     """Authenticate, cap the page size at 100, read, and wrap in `{data, _meta}`."""
-    partner = _partner(partner_id)
+    partner = authorized_partner(partner_id)
     limit = min(limit, MAX_LIMIT)
     return _page(read(partner, limit), page, limit)
 
@@ -234,7 +246,7 @@ def list_deals(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT,
     responses=responses(PartnerDealResponse, "The deal", 404),
 )
 def get_deal(partnerId: str, dealId: str) -> dict:
-    return _found(_rt().data.get_deal(_partner(partnerId), dealId), "deal")
+    return _found(_rt().data.get_deal(authorized_partner(partnerId), dealId), "deal")
 
 
 @app.get(
@@ -243,7 +255,7 @@ def get_deal(partnerId: str, dealId: str) -> dict:
     responses=responses(PartnerDealDocumentsResponse, "The deal's title attachment and documents", 404),
 )
 def deal_documents(partnerId: str, dealId: str) -> dict:
-    return _found(_rt().data.deal_documents(_partner(partnerId), dealId), "deal")
+    return _found(_rt().data.deal_documents(authorized_partner(partnerId), dealId), "deal")
 
 
 @app.get(
@@ -263,7 +275,7 @@ def list_offers(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIMIT
     responses=responses(PartnerOfferResponse, "The offer", 404),
 )
 def get_offer(partnerId: str, offerId: str) -> dict:
-    return _found(_rt().data.get_offer(_partner(partnerId), offerId), "offer")
+    return _found(_rt().data.get_offer(authorized_partner(partnerId), offerId), "offer")
 
 
 @app.get(
@@ -283,7 +295,7 @@ def list_listings(partnerId: str, _page_: Page = 0, _limit_: Limit = DEFAULT_LIM
     responses=responses(PartnerListingResponse, "The listing", 404),
 )
 def get_listing(partnerId: str, listingId: str) -> dict:
-    return _found(_rt().data.get_listing(_partner(partnerId), listingId), "listing")
+    return _found(_rt().data.get_listing(authorized_partner(partnerId), listingId), "listing")
 
 
 @app.get(
@@ -292,7 +304,7 @@ def get_listing(partnerId: str, listingId: str) -> dict:
     responses=responses(PartnerDocumentResponse, "The document", 404),
 )
 def get_document(partnerId: str, documentId: str) -> dict:
-    return _found(_rt().data.document(_partner(partnerId), documentId), "document")
+    return _found(_rt().data.document(authorized_partner(partnerId), documentId), "document")
 
 
 @app.get(
@@ -301,7 +313,7 @@ def get_document(partnerId: str, documentId: str) -> dict:
     responses=responses(PartnerGeneratedDocumentResponse, "The generated document", 404),
 )
 def get_generated_document(partnerId: str, documentId: str) -> dict:
-    return _found(_rt().data.generated_document(_partner(partnerId), documentId), "generated document")
+    return _found(_rt().data.generated_document(authorized_partner(partnerId), documentId), "generated document")
 
 
 def _instant(name: str, text: str | None) -> dt.datetime | None:
@@ -334,7 +346,7 @@ def list_deliveries(
         str | None, Query(max_length=MAX_TEXT, description="The delivery's eventId (X-PA-Event-Id)")
     ] = None,
 ) -> dict:
-    partner = _partner(partnerId)
+    partner = authorized_partner(partnerId)
     if status is not None and status not in DELIVERY_STATUSES:
         raise BadRequest(f"status: must be one of {', '.join(DELIVERY_STATUSES)}")
     date_from, date_to = _instant("dateFrom", dateFrom), _instant("dateTo", dateTo)
@@ -353,7 +365,7 @@ def list_deliveries(
     responses=responses(WebhookDeliveryResponse, "The delivery attempt", 404),
 )
 def get_delivery(partnerId: str, logId: str) -> dict:
-    return delivery_dto(_found(_rt().data.get_delivery(_partner(partnerId), logId), "delivery"))
+    return delivery_dto(_found(_rt().data.get_delivery(authorized_partner(partnerId), logId), "delivery"))
 
 
 @app.post(
@@ -363,7 +375,7 @@ def get_delivery(partnerId: str, logId: str) -> dict:
 )
 def replay_delivery(partnerId: str, logId: str) -> tuple[dict, int]:
     rt = _rt()
-    partner = _partner(partnerId, replay=True)
+    partner = authorized_partner(partnerId, replay=True)
     attempt = _found(rt.data.get_delivery(partner, logId), "delivery")
     payload = dict(attempt.get("payload") or {})
     # The same scope check as the reads, on the entity as it is now: what the partner may no
@@ -415,4 +427,10 @@ def _readable_documents(file_links: FileLinks | None, documents: list[Any], file
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the routes (`make openapi` writes it to docs/openapi.json)."""
-    return document_of(app, API_TITLE, API_VERSION)
+    document = document_of(app, API_TITLE, API_VERSION)
+    sell_routes.document_inline_auth(document)
+    return document
+
+
+# The write routes register on the same `app` (and so join its OpenAPI document).
+from distiller.api import lead_routes, sell_routes  # noqa: E402, F401

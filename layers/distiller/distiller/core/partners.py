@@ -23,6 +23,13 @@ class Partner:
     link_platform: str = "dealnow"
     webhook_url: str | None = None
     events: tuple[str, ...] = ("*",)
+    lead_organization_ids: tuple[str, ...] = ()
+    """`leadOrganizationIds`: the dealer organisations this partner may submit leads to."""
+    leads_rate_limit: tuple[int, float] | None = None
+    """`leadsRateLimit` as (requests, perSeconds); None: the stack default."""
+    organization_user_id: str | None = None
+    """`organizationUserId`: the partner-organisation user pre-bound on the buyer side of a DealNow
+    offer (POST /sell); None: the partner's organisation is bound without a user."""
 
 
 def partner_from_record(record: Any, where: str = "partner") -> Partner:
@@ -46,7 +53,7 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
 
     organization_id = record.get("organizationId")
     if organization_id is not None:
-        organization_id = str(organization_id.get("$oid") if isinstance(organization_id, dict) else organization_id)
+        organization_id = _id_text(organization_id)
 
     scope = _default(record.get("webhookScope"), "both")
     if scope not in WEBHOOK_SCOPES:
@@ -72,6 +79,14 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
     if webhook.get("secret") is not None and not isinstance(webhook.get("secret"), str):
         raise PartnerRecordError(f"{where}.webhook.secret: expected a string")
 
+    lead_organization_ids = _default(record.get("leadOrganizationIds"), [])
+    if not isinstance(lead_organization_ids, list) or not all(isinstance(o, str | dict) for o in lead_organization_ids):
+        raise PartnerRecordError(f"{where}.leadOrganizationIds: expected a list of organisation ids")
+    leads_rate_limit = _leads_rate_limit(record.get("leadsRateLimit"), where)
+    organization_user_id = record.get("organizationUserId")
+    if organization_user_id is not None:
+        organization_user_id = _id_text(organization_user_id)
+
     return Partner(
         partner_id=partner_id,
         active=active,
@@ -80,7 +95,28 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         link_platform=link_platform,
         webhook_url=url,
         events=tuple(events),
+        lead_organization_ids=tuple(_id_text(o) for o in lead_organization_ids),
+        leads_rate_limit=leads_rate_limit,
+        organization_user_id=organization_user_id,
     )
+
+
+def _id_text(value: Any) -> str:
+    """An id as stored: a string, or Extended JSON `{"$oid": ...}`, or an ObjectId."""
+    return str(value.get("$oid") if isinstance(value, dict) else value)
+
+
+def _leads_rate_limit(value: Any, where: str) -> tuple[int, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"requests", "perSeconds"}:
+        raise PartnerRecordError(f'{where}.leadsRateLimit: expected {{"requests": N, "perSeconds": S}}')
+    requests, seconds = value.get("requests"), value.get("perSeconds")
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+        raise PartnerRecordError(f"{where}.leadsRateLimit.requests: expected an integer >= 1")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 31 * 86400:
+        raise PartnerRecordError(f"{where}.leadsRateLimit.perSeconds: expected a number of seconds in (0, 2678400]")
+    return requests, float(seconds)
 
 
 def _header_safe(value: str) -> bool:

@@ -19,22 +19,16 @@ from bson import Timestamp, json_util
 
 from distiller.adapters.queues import MAX_BATCH_BYTES
 from distiller.core.clock import parse_instant
+from distiller.core.reducers import REDUCERS
 
 if TYPE_CHECKING:
     from pymongo.errors import OperationFailure
 
     from distiller.relay.loop import RelayResult
 
-#: The collections the distiller has reducers for (RELAY_COLLECTIONS overrides).
-DEFAULT_COLLECTIONS: tuple[str, ...] = (
-    "deals",
-    "offers",
-    "seller_listings",
-    "users",
-    "documents",
-    "platoforms_generated_documents",
-    "credit_reports",
-)
+#: The collections the distiller has reducers for, under every name the spec gives them (it spells
+#: credit reports both `credit_reports` and `creditreports`); RELAY_COLLECTIONS overrides.
+DEFAULT_COLLECTIONS: tuple[str, ...] = tuple(REDUCERS)
 CHECKPOINTS_COLLECTION = "relay_checkpoints"
 DEFAULT_RELAY_NAME = "change-stream-relay"
 #: How long one getMore waits on the server for new changes; bounds how far a run overshoots its deadline.
