@@ -128,7 +128,7 @@ def run_distill(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
 
 def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
     from distiller.deliver.dispatch import RetrySchedule
-    from distiller_tools.local.pipeline import LocalPipeline
+    from distiller_tools.local.pipeline import LocalPipeline, failure_lines
 
     try:
         RetrySchedule.parse(args.retry_delays)
@@ -167,14 +167,8 @@ def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
             for attempt in report.attempts:
                 handle.write(json.dumps(attempt, default=str) + "\n")
     print(report.table(), file=stdout)
-    for parked in report.parked:
-        print(f"parked: {parked.get('origin')}: {_one_line(str(parked.get('reason')))}", file=stderr)
-    for letter in dead_letters:
-        print(
-            f"dead-lettered: {letter.get('partnerId')} {letter.get('event')} {letter.get('eventId')} "
-            f"after {letter.get('attempt')} attempt(s): {_one_line(str(letter.get('lastError')))}",
-            file=stderr,
-        )
+    for line in failure_lines(report.parked, dead_letters):
+        print(line, file=stderr)
     return 1 if report.parked or dead_letters or undecodable else 0
 
 

@@ -29,7 +29,7 @@ from distiller.api.routes import ApiLimits
 from distiller.core.clock import parse_instant
 from distiller.deliver.log import DELIVERIES_COLLECTION
 from distiller_tools.local.change_feed import ChangeFeed, serialise
-from distiller_tools.local.pipeline import LocalContext, RunReport, load_handler_module
+from distiller_tools.local.pipeline import LocalContext, RunReport, failure_lines, load_handler_module
 from distiller_tools.local.receiver import HOST, INVALID_CONTENT_LENGTH, content_length
 
 if TYPE_CHECKING:
@@ -258,19 +258,9 @@ class DeliveryWorker:
         out = self.report
         print(f"distiller api: {len(lines)} change(s) through the local pipeline", file=out)
         print(RunReport(attempts=attempts).table(), file=out)
-        for parked in report.parked:
-            print(f"parked: {parked.get('origin')}: {_one_line(parked.get('reason'))}", file=out)
-        for letter in dead_letters:
-            print(
-                f"dead-lettered: {letter.get('partnerId')} {letter.get('event')} {letter.get('eventId')} "
-                f"after {letter.get('attempt')} attempt(s): {_one_line(letter.get('lastError'))}",
-                file=out,
-            )
+        for line in failure_lines(report.parked, dead_letters):
+            print(line, file=out)
         out.flush()
-
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
 
 
 class ChangeLines:

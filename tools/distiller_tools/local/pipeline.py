@@ -98,6 +98,22 @@ class RunReport:
         return sum(1 for a in self.attempts if a.get("deadLettered"))
 
 
+def failure_lines(parked: Iterable[dict[str, Any]], dead_letters: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per parked record and per dead letter of a run, as `distiller run` and `distiller api
+    --deliver` report them: what, where, and why, each on one line."""
+
+    def one_line(value: Any) -> str:
+        return " ".join(str(value).split())
+
+    lines = [f"parked: {p.get('origin')}: {one_line(p.get('reason'))}" for p in parked]
+    lines += [
+        f"dead-lettered: {d.get('partnerId')} {d.get('event')} {d.get('eventId')} "
+        f"after {d.get('attempt')} attempt(s): {one_line(d.get('lastError'))}"
+        for d in dead_letters
+    ]
+    return lines
+
+
 @dataclass(frozen=True)
 class WaveStatus:
     """Where a run stands after a wave (a drain round of the queues)."""

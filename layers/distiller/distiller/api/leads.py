@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Protocol
 from bson import ObjectId
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from distiller.api import fields as field_rules
 from distiller.api.errors import FieldErrors
 from distiller.api.models import Instant
 from distiller.core.clock import iso_utc, utc_now
@@ -34,11 +35,8 @@ MODEL_YEARS_AHEAD = 2
 MAX_MILEAGE = 10_000_000
 
 _OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _PHONE = re.compile(r"\+?[0-9 ().\-]{3,32}(?:\s*(?:x|ext\.?)\s*[0-9]{1,6})?", re.IGNORECASE)
 MIN_PHONE_DIGITS = 3
-_VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
-"""17 characters, without I, O and Q (ISO 3779), which are never used so as not to be read as 1 and 0."""
 _MULTILINE_CONTROLS = frozenset("\n\r\t")
 
 
@@ -67,22 +65,10 @@ def _free_text(value: str) -> str:
     return value
 
 
-def _email(value: str) -> str:
-    if not _EMAIL.fullmatch(value):
-        raise ValueError("must be an email address (name@example.com)")
-    return value
-
-
 def _phone(value: str) -> str:
     if not _PHONE.fullmatch(value) or sum(ch.isdigit() for ch in value) < MIN_PHONE_DIGITS:
         raise ValueError("must be a phone number: digits, spaces, + ( ) . - and an optional extension (x123)")
     return value
-
-
-def _vin(value: str) -> str:
-    if not _VIN.fullmatch(value.upper()):
-        raise ValueError("must be 17 letters and digits, without I, O or Q")
-    return value.upper()
 
 
 def _model_year(value: int) -> int:
@@ -109,7 +95,7 @@ class LeadContact(_Request):
     """Prospect contact information."""
 
     name: Line | None = _line(200, "Prospect full name")
-    email: Annotated[str, AfterValidator(_email)] | None = _line(254, "Prospect email address")
+    email: Annotated[str, AfterValidator(field_rules.email)] | None = _line(254, "Prospect email address")
     phone: Annotated[str, AfterValidator(_phone)] | None = _line(40, "Prospect phone number, e.g. 555-867-5309")
     message: Annotated[str, AfterValidator(_free_text)] | None = _line(
         4000, "The prospect's message to the dealer (line breaks allowed)"
@@ -119,7 +105,7 @@ class LeadContact(_Request):
 class LeadVehicle(_Request):
     """Vehicle of interest."""
 
-    vin: Annotated[str, AfterValidator(_vin)] | None = Field(
+    vin: Annotated[str, AfterValidator(field_rules.vin)] | None = Field(
         default=None,
         min_length=17,
         max_length=17,

@@ -19,20 +19,17 @@ from urllib.parse import urlsplit
 from bson import ObjectId
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from distiller.api import fields as field_rules
 from distiller.api.errors import ApiError, FieldErrors
+from distiller.api.fields import MAX_EMAIL, VIN_LENGTH
 from distiller.core.partners import Partner
 
-VIN_LENGTH = 17
-_VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
-"""The VIN alphabet: A–Z and 0–9 without I, O and Q (ISO 3779)."""
 FIRST_VIN_YEAR, LAST_YEAR = 1981, 2100
 """17-character VINs exist from model year 1981."""
 MAX_AMOUNT = 100_000_000
 """Dollars; also keeps an integral amount far inside a 64-bit BSON integer."""
 MAX_TEXT = 200
-MAX_EMAIL = 254
 MAX_URL = 2048
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 GET_ONLY = ("redirectUrl", "role")
@@ -53,24 +50,9 @@ UNAVAILABLE_LISTING_STATUSES = ("deactivated", "expired", "sold")
 # -- request and response models -----------------------------------------------------------------
 
 
-def _vin(value: str) -> str:
-    vin = value.upper()
-    if len(vin) != VIN_LENGTH:
-        raise ValueError(f"must be {VIN_LENGTH} characters (got {len(vin)})")
-    if not _VIN.fullmatch(vin):
-        raise ValueError("must use only A-Z and 0-9, without I, O or Q")
-    return vin
-
-
 def _text(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters or line breaks")
-    return value
-
-
-def _email(value: str) -> str:
-    if not _EMAIL.fullmatch(value):
-        raise ValueError("must be an email address such as jane@example.com")
     return value
 
 
@@ -84,7 +66,7 @@ Email = Annotated[
     str,
     Field(min_length=3, max_length=MAX_EMAIL, json_schema_extra={"format": "email"}),
     AfterValidator(_text),
-    AfterValidator(_email),
+    AfterValidator(field_rules.email),
 ]
 
 
@@ -94,7 +76,7 @@ class SellRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", str_strip_whitespace=True)
 
-    vin: Annotated[str, AfterValidator(_vin)] = Field(
+    vin: Annotated[str, AfterValidator(field_rules.vin)] = Field(
         description="Vehicle Identification Number (17 characters; lower case is accepted and upper-cased)",
         json_schema_extra={"minLength": VIN_LENGTH, "maxLength": VIN_LENGTH, "pattern": "^[A-HJ-NPR-Za-hj-npr-z0-9]+$"},
     )
