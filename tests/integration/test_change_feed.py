@@ -30,10 +30,10 @@ from distiller.adapters.lookups import MongoLookups
 from distiller.core.ejson import id_string
 from distiller.core.pipeline import deliveries_of, distill
 from distiller.ingest.sources import change_events_from, change_events_from_text, parse_json
-from distiller.relay.stream import DEFAULT_COLLECTIONS
+from distiller.relay.stream import DEFAULT_COLLECTIONS, serialise
 from distiller_tools.cli import main
 from distiller_tools.local.api_server import DeliverySettings, start
-from distiller_tools.local.change_feed import ChangeFeed, serialise, update_description
+from distiller_tools.local.change_feed import ChangeFeed, update_description
 from distiller_tools.world import in_memory_database, load_world
 from tests.integration.test_local_pipeline import local_partners, receiver  # noqa: F401 - a fixture
 

@@ -28,7 +28,8 @@ from pymongo.database import Database
 from distiller.api.routes import ApiLimits
 from distiller.core.clock import parse_instant
 from distiller.deliver.log import DELIVERIES_COLLECTION
-from distiller_tools.local.change_feed import ChangeFeed, serialise
+from distiller.relay.stream import serialise
+from distiller_tools.local.change_feed import ChangeFeed
 from distiller_tools.local.pipeline import LocalContext, RunReport, failure_lines, load_handler_module
 from distiller_tools.local.receiver import HOST, INVALID_CONTENT_LENGTH, content_length
 

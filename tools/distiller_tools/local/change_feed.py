@@ -4,8 +4,8 @@ Local runs have no MongoDB server and so no change stream. `ChangeFeed` turns ev
 watched collections of a mongomock database into the event the relay would read from
 `watch(full_document="updateLookup", full_document_before_change="whenAvailable")`: `insert`
 with `fullDocument`; `update` with `updateDescription`, the post-image and the pre-image;
-`replace` with both images; `delete` with only `documentKey`. `serialise` writes one as the relay
-does, so the ingest path reads it like a recorded line.
+`replace` with both images; `delete` with only `documentKey`. The relay's own `serialise` writes
+one, so the ingest path reads it like a recorded line.
 
 mongomock updates stored documents in place and hands out a new `Collection` object on every
 `database[name]`, so the feed hooks mongomock's three write primitives (`_insert`, `_update`,
@@ -32,7 +32,6 @@ from pymongo.database import Database
 
 from distiller.core.clock import utc_now
 from distiller.relay.stream import DEFAULT_COLLECTIONS
-from distiller.relay.stream import serialise as serialise_change
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +54,6 @@ _feeds: weakref.WeakKeyDictionary[Any, ChangeFeed] = weakref.WeakKeyDictionary()
 """The feed attached to each mongomock database store (the object every Collection of it shares)."""
 _hooks_lock = threading.Lock()
 _hooks_installed = False
-
-
-def serialise(change: Mapping[str, Any]) -> str:
-    """One change as the relay serialises it: relaxed Extended JSON on one line."""
-    return serialise_change(change)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,11 @@ class ApiError(Exception):
 
 
 class FieldErrors(ApiError):
-    """400 `{"error": ..., "fields": {name: reason}}`: the request's values that are wrong, each named."""
+    """400 `{"error": ..., "fields": {name: reason}}`: the request's values that are wrong, each named;
+    `error` lists them on one line ("vin: ...; year: ...")."""
 
-    def __init__(self, fields: dict[str, str], error: str = "invalid request") -> None:
+    def __init__(self, fields: dict[str, str]) -> None:
+        error = "; ".join(f"{name}: {reason}" for name, reason in fields.items()) or "invalid request"
         super().__init__(400, {"error": error, "fields": fields})
         self.fields = fields
 

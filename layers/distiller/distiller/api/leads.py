@@ -166,15 +166,14 @@ class LeadResponse(_Response):
 def parse_lead(body: str | None) -> LeadRequest:
     """The POST body as a `LeadRequest`; `FieldErrors` (400) naming each wrong or unknown field otherwise."""
     if body is None or not body.strip():
-        raise FieldErrors({"body": "required: a JSON object"}, error="body: required: a JSON object")
+        raise FieldErrors({"body": "required: a JSON object"})
     if len(body.encode("utf-8")) > MAX_BODY_BYTES:
         reason = f"larger than {MAX_BODY_BYTES} bytes"
-        raise FieldErrors({"body": reason}, error=f"body: {reason}")
+        raise FieldErrors({"body": reason})
     try:
         return LeadRequest.model_validate_json(body)
     except ValidationError as exc:
-        fields = field_errors(exc)
-        raise FieldErrors(fields, error="; ".join(f"{name}: {reason}" for name, reason in fields.items())) from None
+        raise FieldErrors(field_rules.field_errors(exc)) from None
 
 
 _REFERENCE = TypeAdapter(Reference)
@@ -185,28 +184,7 @@ def parse_reference(name: str, text: str) -> str:
     try:
         return _REFERENCE.validate_python(text)
     except ValidationError as exc:
-        reason = field_errors(exc)["body"]
-        raise FieldErrors({name: reason}, error=f"{name}: {reason}") from None
-
-
-def field_errors(error: ValidationError) -> dict[str, str]:
-    """Each offending field (dotted path, `body` for the whole) and its reason, never the value sent."""
-    fields: dict[str, str] = {}
-    for problem in error.errors(include_input=False, include_url=False):
-        name = ".".join(str(part) for part in problem["loc"]) or "body"
-        kind = problem["type"]
-        if kind == "extra_forbidden":
-            reason = "unknown field"
-        elif kind == "missing":
-            reason = "required"
-        elif kind == "json_invalid":
-            reason = "not valid JSON"
-        elif kind in ("model_type", "model_attributes_type"):
-            reason = "must be a JSON object"
-        else:
-            reason = problem["msg"].removeprefix("Value error, ")
-        fields.setdefault(name, reason)
-    return fields
+        raise FieldErrors({name: field_rules.field_errors(exc)["body"]}) from None
 
 
 def organization_key(organization_id: str) -> str:

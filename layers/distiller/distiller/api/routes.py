@@ -27,7 +27,7 @@ from distiller.api.auth import AuthError, AuthSettings, SharedSecrets, authentic
 from distiller.api.contract import document_of, responses
 from distiller.api.data import PartnerData
 from distiller.api.dto import delivery_dto
-from distiller.api.errors import ApiError, BadRequest, NotFound, RateLimited
+from distiller.api.errors import ApiError, BadRequest, FieldErrors, NotFound, RateLimited
 from distiller.api.models import (
     PartnerDealDocumentsResponse,
     PartnerDealList,
@@ -155,32 +155,42 @@ def _invalid(error: RequestValidationError) -> Response:
         loc = tuple(str(p) for p in e.get("loc", ()))
         name = ".".join(loc[1:]) or (loc[0] if loc else "request")
         fields.setdefault(name, str(e.get("msg", "invalid")).removeprefix("Value error, "))
-    problems = "; ".join(f"{name}: {reason}" for name, reason in fields.items())
-    return _json(400, {"error": problems or "invalid request", "fields": fields})
+    return _api_error(FieldErrors(fields))
 
 
 def authorized_partner(partner_id: str, *, replay: bool = False) -> Partner:
     """Authenticate (Bearer JWT) the request for `partner_id`, count it against the partner's limits, and
-    return its record (401/403/429 otherwise).
-
-    An unknown partner costs what a known one does: no secret is fetched for it (a fetch that
-    finds nothing is slow and uncached), and its token is verified against a throwaway key.
-    """
+    return its record (401/403/429 otherwise)."""
     rt = _rt()
     headers = app.current_event.headers or {}
     authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    partner, _ = admitted_partner(
+        partner_id, lambda secret: authenticate(authorization, partner_id, secret, rt.auth), "invalid token"
+    )
+    if replay:
+        _within_limit(rt, f"{partner_id}:replays", rt.limits.replays)
+    return partner
+
+
+def admitted_partner[T](partner_id: str, verify: Callable[[str | None], T], unknown: str) -> tuple[Partner, T]:
+    """The partner's record and what `verify` made of the request's credentials, given the partner's stored
+    shared secret; 401 (`unknown`: the message a wrong secret gets) for an unknown partner, 403 for an
+    inactive one, 429 beyond its general allowance, counted only once authenticated.
+
+    An unknown partner costs what a known one does: no secret is fetched for it (a fetch that finds
+    nothing is slow and uncached), and `verify` gets None, verifying against a throwaway key.
+    """
+    rt = _rt()
     partner = next((p for p in rt.partners() if p.partner_id == partner_id), None)
     secret = rt.secrets.shared_secret(partner_id) if partner is not None else None
-    authenticate(authorization, partner_id, secret, rt.auth)
+    verified = verify(secret)
     if partner is None:
-        raise AuthError(401, "invalid token")
+        raise AuthError(401, unknown)
     if not partner.active:
         raise AuthError(403, "partner is inactive")
     # Counted once authenticated: nobody can spend another partner's allowance.
     _within_limit(rt, f"{partner_id}:requests", rt.limits.requests)
-    if replay:
-        _within_limit(rt, f"{partner_id}:replays", rt.limits.replays)
-    return partner
+    return partner, verified
 
 
 def _within_limit(rt: ApiRuntime, key: str, limit: RateLimit) -> None:
@@ -189,13 +199,6 @@ def _within_limit(rt: ApiRuntime, key: str, limit: RateLimit) -> None:
     decision = rt.limiter.acquire(key, limit)
     if not decision.allowed:
         raise RateLimited(decision.retry_after_seconds)
-
-
-def count_request(partner_id: str) -> None:
-    """Count one request against the partner's general allowance (429 when over it), for a route that
-    authenticates otherwise than `authorized_partner` (GET /sell's inline auth)."""
-    rt = _rt()
-    _within_limit(rt, f"{partner_id}:requests", rt.limits.requests)
 
 
 Page = Annotated[int, Query(alias="_page", ge=0, le=MAX_PAGE, description="Zero-based page index")]

@@ -156,9 +156,9 @@ def validate_sell(
     try:
         request = (SellLinkRequest if get else SellRequest).model_validate(values)
     except ValidationError as exc:
-        for name, reason in field_errors(exc).items():
+        for name, reason in field_rules.field_errors(exc).items():
             errors.setdefault(name, reason)
-        raise _refused(errors) from None
+        raise FieldErrors(errors) from None
     for role in ("buyer", "seller"):
         if getattr(request, f"{role}SendLink") and getattr(request, f"{role}Email") is None:
             errors[f"{role}Email"] = f"required when {role}SendLink is true"
@@ -167,19 +167,8 @@ def validate_sell(
         if problem:
             errors["redirectUrl"] = problem
     if errors:
-        raise _refused(errors)
+        raise FieldErrors(errors)
     return request
-
-
-def field_errors(exc: ValidationError) -> dict[str, str]:
-    """pydantic's errors as `{dotted field: reason}`, the first reason of each field."""
-    found: dict[str, str] = {}
-    for error in exc.errors():
-        name = ".".join(str(part) for part in error.get("loc", ())) or "body"
-        kind = error.get("type")
-        reason = {"extra_forbidden": "unknown field", "missing": "required"}.get(str(kind))
-        found.setdefault(name, reason or str(error.get("msg", "invalid")).removeprefix("Value error, "))
-    return found
 
 
 def vehicle_errors(request: SellRequest) -> dict[str, str]:
@@ -189,10 +178,6 @@ def vehicle_errors(request: SellRequest) -> dict[str, str]:
         for name in ("year", "make", "model")
         if getattr(request, name) is None
     }
-
-
-def _refused(errors: dict[str, str]) -> FieldErrors:
-    return FieldErrors(errors, error="; ".join(f"{name}: {reason}" for name, reason in errors.items()))
 
 
 def _from_text(values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:

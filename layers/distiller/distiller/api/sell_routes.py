@@ -25,12 +25,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Que
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from bson import ObjectId
 
-from distiller.api.auth import INVALID_SIGNATURE, AuthError
+from distiller.api.auth import INVALID_SIGNATURE
 from distiller.api.contract import responses
 from distiller.api.errors import ApiError, FieldErrors
 from distiller.api.inline_auth import authenticate_inline
 from distiller.api.models import ErrorResponse
-from distiller.api.routes import _rt, app, authorized_partner, count_request
+from distiller.api.routes import _rt, admitted_partner, app, authorized_partner
 from distiller.api.sell import (
     DealLinks,
     DealStore,
@@ -182,15 +182,9 @@ def sell_redirect(
     query = event.multi_value_query_string_parameters or {
         name: [value] for name, value in event.query_string_parameters.items()
     }
-    # As `authorized_partner`: an unknown partner costs no secret lookup and fails like a wrong secret.
-    partner = next((p for p in rt.partners() if p.partner_id == partnerId), None)
-    secret = rt.secrets.shared_secret(partnerId) if partner is not None else None
-    grant = authenticate_inline(query, partnerId, secret, rt.auth)
-    if partner is None:
-        raise AuthError(401, INVALID_SIGNATURE)
-    if not partner.active:
-        raise AuthError(403, "partner is inactive")
-    count_request(partnerId)
+    partner, grant = admitted_partner(
+        partnerId, lambda secret: authenticate_inline(query, partnerId, secret, rt.auth), INVALID_SIGNATURE
+    )
     services = _services()
     request = validate_sell(
         grant.fields, get=True, text_values=grant.format == 3, allow_http=services.allow_http_redirects
@@ -211,7 +205,7 @@ def _idempotency_key(value: str | None) -> str | None:
         return None
     if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY or not all(" " <= ch <= "~" for ch in value):
         reason = f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"
-        raise FieldErrors({IDEMPOTENCY_HEADER: reason}, error=f"{IDEMPOTENCY_HEADER}: {reason}")
+        raise FieldErrors({IDEMPOTENCY_HEADER: reason})
     return value
 
 
@@ -221,7 +215,7 @@ def _json_object(body: str | None) -> dict[str, Any]:
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         value = None
     if not isinstance(value, dict):
-        raise FieldErrors({"body": "expected a JSON object"}, error="body: expected a JSON object")
+        raise FieldErrors({"body": "expected a JSON object"})
     return value
 
 
@@ -280,7 +274,7 @@ def _reserve_deal(services: SellServices, partner: Partner, request: SellRequest
     if listing is None:
         missing = vehicle_errors(request)
         if missing:
-            raise FieldErrors(missing, error="; ".join(f"{name}: {reason}" for name, reason in missing.items()))
+            raise FieldErrors(missing)
         listing = stub_listing(request, partner.partner_id, ObjectId(), now)
         services.deals.insert_listing(listing)
     deal_id, guid = ObjectId(), str(uuid.uuid4())
