@@ -6,7 +6,7 @@ SAM_VENV := .venv-sam
 # sam build (BuildMethod: python3.12) needs python3.12 on PATH; telemetry stays off.
 SAM := PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 
-.PHONY: install test lint validate bench demo distill clean catalog openapi
+.PHONY: install test lint validate bench scaling demo distill clean catalog openapi
 
 install: $(BIN)/distiller
 
@@ -36,9 +36,16 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Each bench prints its report and writes its figures to .bench/<name>.json; `make scaling`
+# turns those figures into docs/scaling.md.
 bench: install
-	$(BIN)/python -m bench.distill_bench
-	$(BIN)/python -m bench.dispatch_bench
+	@mkdir -p .bench
+	$(BIN)/python -m bench.distill_bench --json .bench/distill.json
+	$(BIN)/python -m bench.dispatch_bench --json .bench/dispatch.json
+	$(BIN)/python -m bench.run_bench --json .bench/run.json
+
+scaling: install
+	$(BIN)/python -m bench.scaling .bench > docs/scaling.md
 
 # The main job: a partner receiver, every sample flow of events/ through the local pipeline, then one
 # POST /sell and one lead through `distiller api --deliver`.
@@ -53,7 +60,7 @@ catalog: install
 	$(BIN)/python -m distiller_tools.catalog > docs/event-catalog.md
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam .demo-attempts.jsonl
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .hypothesis .aws-sam .demo-attempts.jsonl .bench
 
 openapi: install
 	$(BIN)/python -m distiller_tools.openapi > docs/openapi.json

@@ -25,9 +25,11 @@ from typing import Any
 
 import pytest
 import urllib3.util.connection
+from aws_lambda_powertools.utilities import parameters
 
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.adapters.queues import OutgoingMessage
+from distiller.adapters.secrets import PartnerSecrets
 from distiller.core.clock import iso_utc, utc_now
 from distiller.core.lookups import LookupFailure
 from distiller.core.partners import partner_from_record
@@ -377,6 +379,31 @@ def test_a_secret_rotated_between_attempts_signs_the_retry(world, serve):
     assert signed_with(first, secret_a) and not signed_with(first, secret_b)
     assert signed_with(second, secret_b) and not signed_with(second, secret_a)
     assert [(e["attempt"], e["status"]) for e in world.entries()] == [(1, "failed"), (2, "delivered")]
+
+
+def test_a_cached_secret_is_read_afresh_after_the_partner_refuses_its_signature(world, serve):
+    """Secrets are cached five minutes; a 401 or 403 makes the next attempt read the secret again."""
+    server = serve(Reply(500), Reply(401), Reply(200))
+    world.secrets = PartnerSecrets(max_age_seconds=300)
+    secret_a = world.add_partner("rotating-motors", server.url(), secret="whsec_before_rotation")
+    secret_b = "whsec_after_rotation"
+    dispatcher = world.dispatcher()
+    try:
+        assert dispatcher.dispatch_all([message("rotating-motors")]) == ["retry-scheduled"]
+        world.rotate("rotating-motors", secret_b)
+        assert dispatcher.dispatch_all(world.take(world.retry_url)) == ["retry-scheduled"]
+        assert dispatcher.dispatch_all(world.take(world.retry_url)) == ["delivered"]
+    finally:
+        parameters.clear_caches()  # the cache is per process: no later test may see this one's secrets
+
+    first, second, third = server.received
+    assert signed_with(first, secret_a) and signed_with(second, secret_a)  # still cached after a 500
+    assert signed_with(third, secret_b) and not signed_with(third, secret_a)  # read afresh after the 401
+    assert [(e["attempt"], e["status"], e["statusCode"]) for e in world.entries()] == [
+        (1, "failed", 500),
+        (2, "failed", 401),
+        (3, "delivered", 200),
+    ]
 
 
 # -- duplicates and skips ----------------------------------------------------------------------

@@ -20,6 +20,10 @@ from distiller_tools.local.receiver import WebhookReceiver
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SECRET = "receiver-test-secret"
+THROUGHPUT = re.compile(
+    r"distiller run: (\d+) deliveries, (\d+) events in (\d+\.\d)s: (\d+\.\d) deliveries/s, (\d+\.\d) events/s"
+)
+"""`distiller run`'s last line on stderr."""
 
 
 @pytest.fixture
@@ -177,6 +181,11 @@ def test_run_delivers_every_distilled_event_signed_over_real_http(receiver, tmp_
         assert attempt["payload"]["eventId"] == attempt["eventId"]
     assert table.splitlines()[0].split() == ["partner", "event", "delivered", "retried", "dead-lettered", "skipped"]
     assert table.splitlines()[-1].split() == ["total", str(len(expected)), "0", "0", "0"]
+    throughput = THROUGHPUT.fullmatch(err.splitlines()[-1])  # the summary's throughput, on stderr
+    assert throughput, err
+    input_lines = sum(1 for line in Path(flow).read_text().splitlines() if line.strip())
+    assert (int(throughput[1]), int(throughput[2])) == (len(expected), input_lines)
+    assert float(throughput[4]) > 0 and float(throughput[5]) > 0
 
 
 def test_run_retries_then_dead_letters_an_unreachable_partner(tmp_path):
@@ -287,9 +296,11 @@ def test_run_on_a_terminal_redraws_one_progress_line_in_place(failing_first_rece
 
     assert code == 0, err
     assert "distiller run: wave" not in err
-    start = err.index("\r")
-    shown = err[start:].rstrip("\n")
-    assert err.endswith("\n") and "\n" not in shown  # one line, ended when the run is over
+    progress, summary = err.removesuffix("\n").rsplit("\n", 1)  # the throughput line comes after the run
+    assert THROUGHPUT.fullmatch(summary), summary
+    start = progress.index("\r")
+    shown = progress[start:]
+    assert "\n" not in shown  # one line, ended (by the newline before the summary) when the run is over
     frames = [frame.rstrip() for frame in shown.split("\r") if frame.strip()]
     assert all(len(frame) <= 71 for frame in frames)
     assert re.fullmatch(r"\[\.{10}\] delivered 0, waiting 1 \(next \d\d:\d\d:\d\d UTC, in [12]s\), dead-le", frames[0])

@@ -25,7 +25,7 @@ from distiller.core.pipeline import ChangeOutcome, deliveries_of, distill
 from distiller.core.reducers import REDUCERS
 from distiller.core.routing import ROUTING_FIELDS, routing_keys, scope_decision
 from distiller.core.transitions import Transitions
-from distiller.deliver.dispatch import Dispatcher, RetrySchedule
+from distiller.deliver.dispatch import SIGNATURE_REFUSED, Dispatcher, RetrySchedule
 from distiller.deliver.log import DELIVERIES_COLLECTION
 from distiller.deliver.sender import WebhookSender
 from distiller.ingest.sources import change_events_from, change_events_from_text
@@ -388,26 +388,27 @@ def test_a_delivery_attempt_times_out_after_10_seconds_by_default():
     assert DispatcherSettings.from_env(DISPATCHER_ENV).timeout_seconds == 10.0
 
 
-def test_16_deliveries_in_flight_and_4_connections_per_partner_host_by_default():
-    """Concurrency: 16 deliveries in flight per invocation, at most 4 connections per partner host."""
+def test_50_deliveries_in_flight_and_10_connections_per_partner_host_by_default():
+    """Concurrency: 50 deliveries in flight per instance, at most 10 connections per partner host."""
     settings = DispatcherSettings.from_env(DISPATCHER_ENV)
 
-    assert (settings.concurrency, settings.per_host_connections) == (16, 4)
-    assert inspect.signature(Dispatcher).parameters["max_workers"].default == 16
-    assert WebhookSender().per_host_connections == 4
+    assert (settings.concurrency, settings.per_host_connections) == (50, 10)
+    assert inspect.signature(Dispatcher).parameters["max_workers"].default == 50
+    assert WebhookSender().per_host_connections == 10
 
 
-def test_webhook_secret_names_and_caches_are_shorter_lived_than_the_first_retry():
-    """Secret names `{prefix}{partnerId}/webhook-secret`; secrets cached 30 s, partner records 60 s."""
+def test_webhook_secret_names_and_caches():
+    """Secret names `{prefix}{partnerId}/webhook-secret`; secrets cached 300 s (read afresh after a 401
+    or 403), partner records 60 s, no longer than the first retry delay."""
     assert PartnerSecrets().name_for("acme") == f"{DEFAULT_PREFIX}acme/webhook-secret"
     assert PartnerSecrets("td/").name_for("acme") == "td/acme/webhook-secret"
     settings = DispatcherSettings.from_env(DISPATCHER_ENV)
     partner_ttl = MongoSettings.from_env({"MONGODB_URI_SECRET": "mongo-uri"}).lookup_ttl_seconds
     first_retry = RetrySchedule.parse(settings.retry_delays).delays[0]
 
-    assert (PartnerSecrets().max_age_seconds, settings.secret_cache_seconds) == (30, 30)
+    assert (PartnerSecrets().max_age_seconds, settings.secret_cache_seconds) == (300, 300)
+    assert {401, 403} == SIGNATURE_REFUSED
     assert partner_ttl == inspect.signature(DispatcherRuntime.build).parameters["lookup_ttl"].default == 60.0
-    assert settings.secret_cache_seconds < first_retry
     assert partner_ttl <= first_retry
 
 

@@ -196,12 +196,13 @@ LAMBDA_KEYS = {"function_request_id": REQUEST_ID, "function_name": "trigger-dist
 
 
 def test_in_lambda_each_delivery_attempt_is_one_json_line_with_its_ids_and_the_invocations():
-    lines, other, stdout = run_lambda_scenario()  # POWERTOOLS_SERVICE_NAME unset: the default name
+    # POWERTOOLS_SERVICE_NAME unset: the default name; DEBUG: delivered attempts have their line too.
+    lines, other, stdout = run_lambda_scenario(POWERTOOLS_LOG_LEVEL="DEBUG")
 
     attempts = [line for line in from_distiller(lines) if line["message"] == "delivery attempt"]
     by_partner = {line["partnerId"]: line for line in attempts}
     assert len(attempts) == 2 and set(by_partner) == {"acme-motors", "globex"}, attempts
-    for partner_id, outcome, level_ok in [("acme-motors", "delivered", "INFO"), ("globex", "dead-lettered", "INFO")]:
+    for partner_id, outcome, level_ok in [("acme-motors", "delivered", "DEBUG"), ("globex", "dead-lettered", "INFO")]:
         line = by_partner[partner_id]
         assert line["level"] == level_ok
         assert line["service"] == "trigger-distiller"
@@ -233,6 +234,19 @@ def test_in_lambda_each_delivery_attempt_is_one_json_line_with_its_ids_and_the_i
         assert leak not in stdout, leak
 
 
+def test_in_lambda_at_info_a_delivered_attempt_is_counted_in_the_batch_line_not_logged_alone():
+    """The CloudWatch bill: one line per batch, and a line per attempt only for the ones not delivered."""
+    lines, _, _ = run_lambda_scenario()
+
+    attempts = [line for line in from_distiller(lines) if line["message"] == "delivery attempt"]
+    assert [(line["partnerId"], line["outcome"], line["level"]) for line in attempts] == [
+        ("globex", "dead-lettered", "INFO")
+    ]
+    [batch] = [line for line in lines if line["message"] == "dispatched batch"]
+    assert batch["level"] == "INFO" and batch["function_request_id"] == REQUEST_ID
+    assert (batch["messages"], batch["Delivered"], batch["DeadLettered"], batch["batchItemFailures"]) == (2, 1, 1, 0)
+
+
 def test_in_lambda_a_parked_ingest_record_is_logged_as_json_with_its_ids_not_its_body():
     lines, other, stdout = run_lambda_scenario(POWERTOOLS_SERVICE_NAME="trigger-distiller-ingest")
 
@@ -257,7 +271,9 @@ def test_in_lambda_a_parked_ingest_record_is_logged_as_json_with_its_ids_not_its
     [
         pytest.param("POWERTOOLS_LOG_LEVEL", "WARNING", {"WARNING", "ERROR"}, id="powertools_log_level_warning"),
         pytest.param("LOG_LEVEL", "ERROR", {"ERROR"}, id="legacy_log_level_error"),
-        pytest.param("POWERTOOLS_LOG_LEVEL", "DEBUG", {"INFO", "WARNING", "ERROR"}, id="powertools_log_level_debug"),
+        pytest.param(
+            "POWERTOOLS_LOG_LEVEL", "DEBUG", {"DEBUG", "INFO", "WARNING", "ERROR"}, id="powertools_log_level_debug"
+        ),
     ],
 )
 def test_in_lambda_the_distiller_lines_follow_the_configured_log_level(variable, level, expected):
@@ -299,13 +315,13 @@ def test_locally_the_attempt_line_is_plain_text_with_its_keys_and_visible_to_cap
     secret = world.add_partner("acme-motors", server.url())
     delivery: DeliveryMessage = message("acme-motors")
 
-    with caplog.at_level(logging.INFO, logger=PACKAGE_LOGGER):
+    with caplog.at_level(logging.DEBUG, logger=PACKAGE_LOGGER):
         assert world.dispatcher().dispatch_all([delivery]) == ["delivered"]
 
     package = logging.getLogger(PACKAGE_LOGGER)
     assert package.propagate and not package.handlers  # not in Lambda: nothing rewired
     [record] = [r for r in caplog.records if r.getMessage() == "delivery attempt"]
-    assert record.levelno == logging.INFO and record.name == "distiller.deliver.dispatch"
+    assert record.levelno == logging.DEBUG and record.name == "distiller.deliver.dispatch"
     keys = ("partnerId", "eventId", "event", "attempt", "redrive", "outcome", "statusCode")
     assert {key: getattr(record, key) for key in keys} == {
         "partnerId": "acme-motors",

@@ -641,3 +641,14 @@ def test_the_leads_default_rate_limit_is_a_stack_parameter_the_settings_parse(te
     assert settings.leads_limit == RateLimit(7, 30)
     default = ApiSettings.from_env({"DELIVERY_QUEUE_URL": "q", "DOCUMENTS_BUCKET": "d"}).leads_limit
     assert default == RateLimit.parse(parameter["Default"])
+
+
+def test_tracing_is_one_parameter_passed_through_by_default(template):
+    """X-Ray costs per trace: off unless the stack asks for it, for the functions and the API alike."""
+    parameter = template["Parameters"]["TracingMode"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("PassThrough", ["Active", "PassThrough"])
+    assert template["Globals"]["Function"]["Tracing"] == {"!Ref": "TracingMode"}
+    assert template["Conditions"]["TracingActive"] == {"!Equals": [{"!Ref": "TracingMode"}, "Active"]}
+    api = template["Resources"]["PartnerApi"]["Properties"]
+    assert api["TracingEnabled"] == {"!If": ["TracingActive", True, False]}
+    assert all("Tracing" not in r.get("Properties", {}) for r in template["Resources"].values())

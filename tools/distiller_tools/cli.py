@@ -7,17 +7,19 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TextIO
 
 from distiller.adapters.file_links import FileLinks
 from distiller.adapters.lookups import MongoLookups
+from distiller.core.ejson import compact_json
 from distiller.core.lookups import LookupFailure
 from distiller.core.model import ChangeEvent, RecordError
 from distiller.core.pipeline import ChangeOutcome, distill
 from distiller.ingest.sources import change_events_from_text
-from distiller_tools.world import WorldFileError, in_memory_database, load_partners, load_world
+from distiller_tools.world import IndexedWorld, WorldFileError, in_memory_database, load_partners, load_world
 
 #: `--retry-delays` when none is given: the stack's own schedule (seconds before each retry).
 DEFAULT_RETRY_DELAYS = "60,300,900"
@@ -60,7 +62,8 @@ def _chunks(lines: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[Chan
     for origin, line in lines:
         if not line.strip():
             continue
-        chunk.extend(change_events_from_text(line, origin))
+        # Documents decoded field by field when read (docs/assumptions.md, "Lazy Extended JSON").
+        chunk.extend(change_events_from_text(line, origin, lazy=True))
         if len(chunk) >= size:
             yield chunk
             chunk = []
@@ -96,10 +99,10 @@ def run_distill(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
     except WorldFileError as exc:
         print(f"distiller: {_one_line(str(exc))}", file=stderr)
         return 2
-    lookups = MongoLookups(in_memory_database(partners, world), ttl_seconds=float("inf"))
+    lookups = MongoLookups(IndexedWorld(in_memory_database(partners, world)), ttl_seconds=float("inf"))
     file_links = dry_run_file_links(args.documents_bucket, args.documents_prefix)
     bad = 0
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    dumps = compact_json  # json.JSONEncoder's compact bytes, at orjson's speed
     try:
         for chunk in _chunks(_numbered_lines(args.files, stdin), CHUNK_LINES):
             for result in distill(chunk, lookups, explain=args.explain, file_links=file_links):
@@ -157,7 +160,9 @@ def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
         progress=None if args.quiet else stderr,
     )
     try:
+        started = time.perf_counter()
         report = pipeline.run(lines)
+        elapsed = time.perf_counter() - started
         dead_letters = pipeline.dead_letters()
     finally:
         pipeline.close()
@@ -167,9 +172,22 @@ def run_pipeline(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stder
             for attempt in report.attempts:
                 handle.write(json.dumps(attempt, default=str) + "\n")
     print(report.table(), file=stdout)
+    delivered = sum(1 for attempt in report.attempts if attempt["status"] == "delivered")
+    print(throughput_line(delivered, report.input_lines, elapsed), file=stderr)
     for line in failure_lines(report.parked, dead_letters):
         print(line, file=stderr)
     return 1 if report.parked or dead_letters or undecodable else 0
+
+
+def throughput_line(deliveries: int, events: int, seconds: float) -> str:
+    """`distiller run`'s throughput, on stderr after the table (stdout stays the table alone):
+    deliveries made and input events (lines queued) per second of the run, from queuing the input
+    to every queue empty, retry delays included."""
+    seconds = max(seconds, 1e-9)
+    return (
+        f"distiller run: {deliveries} deliveries, {events} events in {seconds:.1f}s: "
+        f"{deliveries / seconds:.1f} deliveries/s, {events / seconds:.1f} events/s"
+    )
 
 
 def run_receiver(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:

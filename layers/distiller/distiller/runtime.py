@@ -8,11 +8,12 @@ their own runtimes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import boto3
 from botocore.config import Config
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from distiller.adapters.checkpoints import MongoCheckpointStore
@@ -39,7 +40,7 @@ from distiller.core.lookups import Lookups
 from distiller.deliver.claim_check import PayloadStore
 from distiller.deliver.dispatch import Dispatcher, RetrySchedule
 from distiller.deliver.handler import handle_deliveries
-from distiller.deliver.log import DELIVERIES_COLLECTION
+from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryLog
 from distiller.deliver.sender import WebhookSender
 from distiller.ingest.batch import RetryPolicy
 from distiller.ingest.handler import handle_ingest
@@ -100,14 +101,22 @@ class DispatcherRuntime:
     max_receive_count: int = 5
 
     @classmethod
-    def build(cls, database: Database, settings: DispatcherSettings, lookup_ttl: float = 60.0) -> DispatcherRuntime:
+    def build(
+        cls,
+        database: Database,
+        settings: DispatcherSettings,
+        lookup_ttl: float = 60.0,
+        log_view: Callable[[Collection], DeliveryLog] | None = None,
+    ) -> DispatcherRuntime:
+        """`log_view`: the delivery log to use over the collection once it is indexed, instead of
+        `MongoDeliveryLog` (`distiller run` answers lookups from memory: mongomock scans)."""
         try:
             schedule = RetrySchedule.parse(settings.retry_delays)
         except ValueError as exc:
             raise SettingsError(f"RETRY_DELAYS: {exc}") from exc
         sqs = boto3.client("sqs")
-        log = MongoDeliveryLog(database[DELIVERIES_COLLECTION])
-        log.ensure_indexes(settings.delivery_log_retention_days)
+        mongo_log = MongoDeliveryLog(database[DELIVERIES_COLLECTION])
+        mongo_log.ensure_indexes(settings.delivery_log_retention_days)
         lookups = MongoLookups(database, ttl_seconds=lookup_ttl)
         dead_letters = SqsQueue(sqs, settings.dead_letter_queue_url)
         dispatcher = Dispatcher(
@@ -118,11 +127,12 @@ class DispatcherRuntime:
                 allow_private=settings.allow_private_endpoints,
                 per_host_connections=settings.per_host_connections,
             ),
-            log=log,
+            log=log_view(database[DELIVERIES_COLLECTION]) if log_view is not None else mongo_log,
             retry_queue=SqsQueue(sqs, settings.retry_queue_url),
             dead_letter_queue=dead_letters,
             schedule=schedule,
             max_workers=settings.concurrency,
+            per_partner=settings.per_host_connections,
             attempt_budget_seconds=settings.timeout_seconds,
             lease_seconds=settings.claim_lease_seconds,
             partner_errors=lambda: lookups.partner_errors,

@@ -405,8 +405,7 @@ def _delivery_worker(
 ) -> DeliveryWorker:
     from distiller_tools.local.pipeline import LocalPipeline
 
-    # The embedded endpoint's access log would interleave with the API's output; LocalPipeline
-    # quiets it only after its first request to it.
+    # The embedded endpoint's access log would interleave with the API's output.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     pipeline = LocalPipeline(
         database,

@@ -2,22 +2,21 @@
 
 A moto server on 127.0.0.1 (a real HTTP endpoint, not in-process patching) holds the queues
 the stack defines and the partners' webhook secrets. Input lines go on the ingest queue as
-the relay would put them; the Distiller and Dispatcher handlers are invoked with SQS batches
-as Lambda would invoke them; webhooks go over real HTTP to the partners' URLs; retries wait
-for their SQS delay. The run ends when every queue is empty: every delivery delivered or
+the relay would put them, a chunk at a time as the Distiller takes them; each queue has an
+event source mapping polling it on a thread of its own (`event_source`), invoking the Distiller
+or the Dispatcher handler with batches of up to the template's BatchSize as Lambda would;
+webhooks go over real HTTP to the partners' URLs; retries wait for their SQS delay. The
+Dispatcher's delivery log is the in-memory database's collection with its lookups indexed
+(`memory_log`). The run ends when every queue is empty: every delivery delivered or
 dead-lettered. Progress goes to stderr: a line per wave, or one line redrawn on a terminal.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import math
 import os
-import shutil
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -28,10 +27,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
+from pymongo.collection import Collection
 from pymongo.database import Database
 
+from distiller.adapters.queues import OutgoingMessage
 from distiller.adapters.secrets import PartnerSecrets
 from distiller.deliver.log import DELIVERIES_COLLECTION, log_line
+from distiller_tools.local.event_source import Activity, EventSourceMapping, Handler
+from distiller_tools.local.memory_log import IndexedDeliveryLog
+from distiller_tools.local.progress import Progress, WaveStatus
+from distiller_tools.local.queue_watch import SENDS, InputFeed, QueueBacklog, ScheduledRetries
 
 REGION = "us-east-2"
 VISIBILITY_TIMEOUT = 2
@@ -48,6 +53,16 @@ QUEUES: dict[str, str | None] = {
     "retry": "delivery-dlq",
 }
 WORK_QUEUES = ("ingest", "delivery", "retry")
+#: Records per invocation, as each function's SQS event source has it (template.yaml `BatchSize`).
+BATCH_SIZES = {"ingest": 100, "delivery": 50, "retry": 50}
+TTL_INDEX = "ttl_attempted_at"
+"""`MongoDeliveryLog.ensure_indexes`' TTL index on the delivery log."""
+FEED_CHUNK = 20
+"""Input lines put on the ingest queue at a time (the embedded SQS costs O(queue length) per message)."""
+DELIVERY_BACKLOG_LIMIT = BATCH_SIZES["delivery"]
+"""Delivery messages not received yet above which no more input is fed (the dispatcher catches up first)."""
+SETTLE_TICK_SECONDS = 0.05
+"""How often a run looks whether its mappings have settled (a wave is over, or the run)."""
 
 
 @dataclass
@@ -112,142 +127,6 @@ def failure_lines(parked: Iterable[dict[str, Any]], dead_letters: Iterable[dict[
         for d in dead_letters
     ]
     return lines
-
-
-@dataclass(frozen=True)
-class WaveStatus:
-    """Where a run stands after a wave (a drain round of the queues)."""
-
-    delivered: int
-    waiting: int
-    next_due: float | None
-    """When the earliest waiting retry is due (seconds since the epoch)."""
-    dead_lettered: int
-    parked: int = 0
-
-    def describe(self, now: float, *, terse: bool = False) -> str:
-        """`delivered D, waiting for retry W (next due HH:MM:SS UTC, in Ss), dead-lettered X[, parked P]`;
-        `terse` (a terminal line) says `waiting W (next HH:MM:SS UTC, in Ss)`."""
-        waiting = f"waiting {self.waiting}" if terse else f"waiting for retry {self.waiting}"
-        if self.waiting and self.next_due is not None:
-            due = dt.datetime.fromtimestamp(self.next_due, dt.UTC).strftime("%H:%M:%S")
-            next_due = "next" if terse else "next due"
-            waiting += f" ({next_due} {due} UTC, in {max(0, math.ceil(self.next_due - now))}s)"
-        parked = f", parked {self.parked}" if self.parked else ""
-        return f"delivered {self.delivered}, {waiting}, dead-lettered {self.dead_lettered}{parked}"
-
-
-class Progress:
-    """`distiller run` progress: a line per wave, or, on a terminal, one line redrawn in place (\\r)
-    with a bar of settled (delivered or dead-lettered) deliveries and a countdown to the next retry,
-    cut to the terminal's width (a wrapped line could not be redrawn)."""
-
-    BAR_WIDTH = 10
-
-    def __init__(self, stream: IO[str] | None) -> None:
-        self.stream = stream
-        self.tty = stream is not None and stream.isatty()
-        self.width = _terminal_width(stream) if self.tty else 0
-        self.waves = 0
-        self._status: WaveStatus | None = None
-        self._shown = ""
-        self._drawn_second = -1
-
-    def wave(self, status: WaveStatus) -> None:
-        """A wave ended: say where the run stands."""
-        if self.stream is None:
-            return
-        self.waves += 1
-        self._status = status
-        if self.tty:
-            self._draw(time.time())
-        else:
-            self.stream.write(f"distiller run: wave {self.waves}: {status.describe(time.time())}\n")
-            self.stream.flush()
-
-    def tick(self) -> None:
-        """While waiting for retries: a terminal's countdown moves once a second."""
-        now = time.time()
-        if self.tty and self._status is not None and int(now) != self._drawn_second:
-            self._draw(now)
-
-    def clear(self) -> None:
-        """A wave starts: take the terminal line away, so what the handlers log starts on a line of its own."""
-        if self.tty and self._shown:
-            self._write("\r" + " " * len(self._shown) + "\r")
-            self._shown = ""
-
-    def finish(self) -> None:
-        """The run is over: leave the terminal line in place, ended."""
-        if self.tty and self._status is not None:
-            self._draw(time.time())
-            self._write("\n")
-            self._shown = ""
-
-    def _draw(self, now: float) -> None:
-        assert self._status is not None
-        status = self._status
-        settled = status.delivered + status.dead_lettered
-        known = settled + status.waiting
-        filled = round(self.BAR_WIDTH * settled / known) if known else self.BAR_WIDTH
-        line = f"[{'#' * filled}{'.' * (self.BAR_WIDTH - filled)}] {status.describe(now, terse=True)}"
-        line = line[: self.width - 1]
-        self._write("\r" + line.ljust(len(self._shown)))
-        self._shown = line
-        self._drawn_second = int(now)
-
-    def _write(self, text: str) -> None:
-        assert self.stream is not None
-        self.stream.write(text)
-        self.stream.flush()
-
-
-def _terminal_width(stream: IO[str] | None) -> int:
-    """Columns of the terminal `stream` writes to (`$COLUMNS`, else 80, when it cannot say)."""
-    try:
-        return os.get_terminal_size(stream.fileno()).columns if stream is not None else 80
-    except (OSError, ValueError):  # not a file descriptor (io.UnsupportedOperation is both)
-        return shutil.get_terminal_size((80, 24)).columns
-
-
-class ScheduledRetries:
-    """Retries put on the retry queue and not received yet, with when each is due.
-
-    SQS does not tell when a delayed message becomes visible; the send does (`DelaySeconds`), so a
-    botocore hook on the session the handlers' clients come from notes each send to the retry queue.
-    """
-
-    EVENTS = ("provide-client-params.sqs.SendMessageBatch", "provide-client-params.sqs.SendMessage")
-
-    def __init__(self, queue_url: str) -> None:
-        self.queue_url = queue_url
-        self._due: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def sent(self, params: dict[str, Any], **_: Any) -> None:
-        """botocore `provide-client-params` handler: note the retries a send puts on the queue."""
-        if params.get("QueueUrl") != self.queue_url:
-            return
-        now = time.time()
-        with self._lock:
-            for entry in params.get("Entries") or [params]:
-                self._due.setdefault(entry["MessageBody"], []).append(now + int(entry.get("DelaySeconds") or 0))
-
-    def received(self, bodies: Iterable[str]) -> None:
-        """These messages came off the retry queue: no longer waiting."""
-        with self._lock:
-            for body in bodies:
-                times = self._due.get(body)
-                if times:
-                    times.remove(min(times))
-                    if not times:
-                        del self._due[body]
-
-    def waiting(self) -> tuple[int, float | None]:
-        """How many retries are waiting, and when the earliest is due."""
-        with self._lock:
-            times = [t for due in self._due.values() for t in due]
-        return len(times), min(times, default=None)
 
 
 FUNCTIONS_DIR_ENV = "DISTILLER_FUNCTIONS_DIR"
@@ -326,6 +205,36 @@ def _forget_aws_clients() -> None:
     parameters.clear_caches()
 
 
+def _metrics_cleared(handler: Handler) -> Handler:
+    """The handler, its metrics cleared after each invocation as Lambda's flush would clear them.
+
+    Metrics are disabled locally, so powertools never flushes them: it would keep every value and
+    print each metric that reaches 100 values on stdout, disabled or not, amid the run's summary.
+    """
+    from distiller.observability import metrics
+
+    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            return handler(event, context)
+        finally:
+            metrics.clear_metrics()
+
+    return handle
+
+
+def _indexed_log(collection: Collection) -> IndexedDeliveryLog:
+    """The dispatcher's delivery log for a local run, over the collection `DispatcherRuntime.build` indexed.
+
+    The dispatcher asks the log two questions per POST, which mongomock answers by scanning every
+    attempt; and mongomock enforces the TTL index by scanning the collection on every write. The
+    attempts older than the retention (from a `--deliveries` file) are expired once, here, as the
+    first operation after the index was made would; attempts made during a run are never that old.
+    """
+    collection.count_documents({})  # mongomock expires by the TTL index now
+    collection.drop_index(TTL_INDEX)
+    return IndexedDeliveryLog(collection)
+
+
 class LocalPipeline:
     def __init__(
         self,
@@ -341,6 +250,7 @@ class LocalPipeline:
         from moto.server import ThreadedMotoServer
 
         self.database = database
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded endpoint's access log
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.server.start()
         host, port = self.server.get_host_and_port()
@@ -358,18 +268,20 @@ class LocalPipeline:
 
         logger.logger_handler.setStream(log_stream)  # type: ignore[attr-defined]
         logger.setLevel(logging.WARNING)
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded endpoint's access log
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.urls = self._create_queues()
         self._store_secrets(partners)
 
         self.progress = Progress(progress)
         self.retries = ScheduledRetries(self.urls["retry"])
+        self.backlogs = {queue: QueueBacklog(self.urls[queue]) for queue in ("ingest", "delivery")}
         session = boto3.DEFAULT_SESSION  # made by `boto3.client` above; the handlers' clients come from it below
         assert session is not None
         self._session_events = session.events
-        for name in ScheduledRetries.EVENTS:
-            self._session_events.register(name, self.retries.sent, unique_id=f"{name}:{id(self)}")
+        self._hooks = [self.retries.sent, *(backlog.sent for backlog in self.backlogs.values())]
+        for name in SENDS:
+            for index, hook in enumerate(self._hooks):
+                self._session_events.register(name, hook, unique_id=f"{name}:{id(self)}:{index}")
 
         self.distiller = load_handler_module("distiller")
         self.dispatcher = load_handler_module("dispatcher")
@@ -391,8 +303,8 @@ class LocalPipeline:
                 dead_letter_queue_url=self.urls["delivery-dlq"],
                 retry_delays=retry_delays,
                 allow_private_endpoints=allow_private_endpoints,
-                secret_cache_seconds=0,
             ),
+            log_view=_indexed_log,
         )
         self.max_delay = max((int(d) for d in retry_delays.split(",") if d.strip()), default=0)
 
@@ -417,48 +329,46 @@ class LocalPipeline:
             secret = (record.get("webhook") or {}).get("secret")
             if secret:
                 secrets.create_secret(Name=names.name_for(record["partnerId"]), SecretString=secret)
+        # The Dispatcher's Secrets Manager client, made now: its first batch's concurrent sends would
+        # each make one (powertools creates its provider on first use, unguarded), 0.1-0.5 s apiece.
+        from aws_lambda_powertools.utilities import parameters
+        from aws_lambda_powertools.utilities.parameters import base
+
+        base.DEFAULT_PROVIDERS.setdefault("secrets", parameters.SecretsProvider())
 
     def close(self) -> None:
-        for name in ScheduledRetries.EVENTS:
-            self._session_events.unregister(name, unique_id=f"{name}:{id(self)}")
+        for name in SENDS:
+            for index in range(len(self._hooks)):
+                self._session_events.unregister(name, unique_id=f"{name}:{id(self)}:{index}")
         self.server.stop()
         restore_environment(self._previous_environment)
         _forget_aws_clients()
 
     def run(self, lines: Iterable[str], *, idle_limit: float | None = None) -> RunReport:
-        from distiller.adapters.queues import OutgoingMessage, SqsQueue
+        """Put `lines` through the pipeline; return when every queue is empty (or raise when nothing
+        moved for `idle_limit` seconds while messages were still queued)."""
+        from distiller.adapters.queues import SqsQueue
 
         report = RunReport()
-        ingest = SqsQueue(self.sqs, self.urls["ingest"])
         bodies = [OutgoingMessage(line.rstrip("\n")) for line in lines if line.strip()]
         report.input_lines = len(bodies)
-        if ingest.send(bodies):
-            raise RuntimeError("could not put the input on the local ingest queue")
-
-        idle_limit = idle_limit if idle_limit is not None else self.max_delay + 4 * VISIBILITY_TIMEOUT + 30
-        last_progress = time.monotonic()
-        in_wave = False
+        activity = Activity()
+        feed = InputFeed(
+            SqsQueue(self.sqs, self.urls["ingest"]),
+            self.backlogs["ingest"],
+            bodies,
+            FEED_CHUNK,
+            room=lambda: self.backlogs["delivery"].waiting <= DELIVERY_BACKLOG_LIMIT,
+        )
+        feed.top_up()  # the first chunk, here: a queue that refuses the input fails the run at once
+        mappings = self._mappings(activity, feed)
+        for mapping in mappings:
+            mapping.start()
         try:
-            while True:
-                progressed = self._step("ingest", self.distiller, "distiller")
-                for queue in ("delivery", "retry"):
-                    progressed = self._step(queue, self.dispatcher, "dispatcher") or progressed
-                if progressed:
-                    if not in_wave:
-                        self.progress.clear()
-                    in_wave = True
-                    last_progress = time.monotonic()
-                    continue
-                if in_wave:  # nothing left to receive now: the wave is over
-                    in_wave = False
-                    self.progress.wave(self.status())
-                if self._pending() == 0:
-                    break
-                if time.monotonic() - last_progress > idle_limit:
-                    raise RuntimeError(f"no progress for {idle_limit:.0f}s with messages still queued")
-                self.progress.tick()
-                time.sleep(0.1)
+            self._until_settled(activity, feed, idle_limit)
         finally:
+            for mapping in mappings:
+                mapping.stop()
             self.progress.finish()
 
         report.attempts = [
@@ -468,26 +378,67 @@ class LocalPipeline:
         report.parked = [json.loads(body) for body in self._drain("ingest-dlq")]
         return report
 
-    def _step(self, queue: str, module: ModuleType, function: str) -> bool:
-        received = self.sqs.receive_message(
-            QueueUrl=self.urls[queue], MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=0
-        ).get("Messages", [])
-        if not received:
-            return False
-        if queue == "retry":
-            self.retries.received(m["Body"] for m in received)
-        arn = f"arn:aws:sqs:{REGION}:000000000000:trigger-distiller-{queue}"
-        event = {"Records": [_lambda_record(m, arn) for m in received]}
-        try:
-            response = module.handler(event, LocalContext(f"trigger-distiller-{function}"))
-            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        except Exception as exc:  # Lambda would retry the whole batch after the visibility timeout
-            print(f"distiller run: {function} failed a batch, it will be retried: {exc}", file=sys.stderr)
-            return True
-        for message in received:
-            if message["MessageId"] not in failed:
-                self.sqs.delete_message(QueueUrl=self.urls[queue], ReceiptHandle=message["ReceiptHandle"])
-        return True
+    def _mappings(self, activity: Activity, feed: InputFeed) -> list[EventSourceMapping]:
+        """The stack's three event sources: ingest → Distiller, delivery and retry → Dispatcher."""
+
+        def mapping(queue: str, module: ModuleType, function: str, **hooks: Any) -> EventSourceMapping:
+            return EventSourceMapping(
+                self.sqs,
+                self.urls[queue],
+                f"arn:aws:sqs:{REGION}:000000000000:trigger-distiller-{queue}",
+                _metrics_cleared(module.handler),
+                f"trigger-distiller-{function}",
+                BATCH_SIZES[queue],
+                context_for=LocalContext,
+                activity=activity,
+                region=REGION,
+                **hooks,
+            )
+
+        return [
+            mapping(
+                "ingest", self.distiller, "distiller", before_poll=feed.top_up, received=self.backlogs["ingest"].took
+            ),
+            mapping("delivery", self.dispatcher, "dispatcher", received=self.backlogs["delivery"].took),
+            mapping("retry", self.dispatcher, "dispatcher", received=self._retries_received),
+        ]
+
+    def _retries_received(self, messages: list[dict[str, Any]]) -> None:
+        self.retries.received(m["Body"] for m in messages)
+
+    def _until_settled(self, activity: Activity, feed: InputFeed, idle_limit: float | None) -> None:
+        """Watch the mappings work: a wave ends when nothing was receivable (progress is shown then);
+        the run ends when the input is all fed and every work queue is empty."""
+        idle_limit = idle_limit if idle_limit is not None else self.max_delay + 4 * VISIBILITY_TIMEOUT + 30
+        since = activity.snapshot()
+        last_progress = time.monotonic()
+        in_wave = False
+        while True:
+            time.sleep(SETTLE_TICK_SECONDS)
+            if feed.error is not None:
+                raise RuntimeError(f"could not put the input on the local ingest queue: {feed.error}")
+            now = activity.snapshot()
+            if now.work != since.work:
+                if not in_wave:
+                    self.progress.clear()
+                in_wave = True
+                since, last_progress = now, time.monotonic()
+                continue
+            if not now.quiet_since(since):
+                continue
+            if in_wave:  # nothing left to receive now: the wave is over
+                in_wave = False
+                self.progress.wave(self.status())
+            if feed.done and self._pending() == 0:
+                # Unless a mapping took the last messages after `now` (it is busy, or its work is counted):
+                # then that work is the next wave, and the queues are asked again after it.
+                after = activity.snapshot()
+                if after.work == now.work and after.busy == 0:
+                    return
+                continue
+            if time.monotonic() - last_progress > idle_limit:
+                raise RuntimeError(f"no progress for {idle_limit:.0f}s with messages still queued")
+            self.progress.tick()
 
     def status(self) -> WaveStatus:
         """Delivered so far (delivery log), retries waiting (and when the next is due), dead letters and
@@ -527,18 +478,3 @@ class LocalPipeline:
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return [json.loads(body) for body in self._drain("delivery-dlq")]
-
-
-def _lambda_record(message: dict[str, Any], arn: str) -> dict[str, Any]:
-    """An SQS message as Lambda's event source mapping presents it."""
-    return {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": message.get("Attributes", {}),
-        "messageAttributes": {},
-        "md5OfBody": message.get("MD5OfBody", ""),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": arn,
-        "awsRegion": REGION,
-    }

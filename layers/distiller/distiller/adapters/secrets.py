@@ -1,6 +1,9 @@
 """Partner webhook secrets from AWS Secrets Manager, through powertools Parameters (cached).
 
-The cache is short so a rotation reaches the next retry; values are never logged.
+Cached five minutes per warm instance (at a few deliveries a second a 30 s cache made Secrets
+Manager the largest line of the bill, docs/scaling.md); a partner answering 401 or 403 makes the
+next attempt fetch its secret afresh, so a rotation the partner already applied reaches the
+next retry. Values are never logged.
 """
 
 from __future__ import annotations
@@ -22,17 +25,24 @@ class SecretUnavailable(RuntimeError):
 
 
 class PartnerSecrets:
-    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 30) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 300) -> None:
         self.prefix = prefix
         self.max_age_seconds = max_age_seconds
+        self._stale: set[str] = set()
 
     def name_for(self, partner_id: str) -> str:
         return f"{self.prefix}{partner_id}{WEBHOOK_SECRET_SUFFIX}"
 
+    def forget(self, partner_id: str) -> None:
+        """The partner refused our signature: read its secret afresh on the next attempt."""
+        self._stale.add(partner_id)
+
     def webhook_secret(self, partner_id: str) -> str:
         name = self.name_for(partner_id)
+        stale = partner_id in self._stale
         try:
-            value = parameters.get_secret(name, max_age=self.max_age_seconds)
+            value = parameters.get_secret(name, max_age=self.max_age_seconds, force_fetch=stale)
+            self._stale.discard(partner_id)
         except GetParameterError as exc:
             raise SecretUnavailable(f"secret {name} could not be read") from exc
         if not isinstance(value, str) or not value:

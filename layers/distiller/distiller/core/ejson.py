@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+import orjson
 from bson import Binary, Decimal128, Int64, ObjectId, Timestamp, json_util
 from bson.json_util import JSONOptions
 
@@ -26,10 +27,10 @@ JSON_OPTIONS: JSONOptions = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware
 #: The `$date` strings Mongo and pymongo write in relaxed Extended JSON: UTC, whole or millisecond seconds.
 _RELAXED_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3})?Z")
 #: The keys json_util decodes. If a pymongo release renames its table, the shortcut is off, not wrong.
-_WRAPPER_KEYS: frozenset[str] | None = frozenset(getattr(json_util, "_PARSERS_SET", ())) or None
+WRAPPER_KEYS: frozenset[str] | None = frozenset(getattr(json_util, "_PARSERS_SET", ())) or None
 
 
-def _object_hook(document: dict[str, Any]) -> Any:
+def object_hook(document: dict[str, Any]) -> Any:
     """`json_util.object_hook`, with two shortcuts that give the very same values.
 
     Most objects in a change event are plain documents: one set operation tells, instead of a
@@ -37,16 +38,31 @@ def _object_hook(document: dict[str, Any]) -> Any:
     rather than `strptime`, which dominated parsing; `test_ejson.py` proves the results equal
     `json_util`'s for every millisecond value. Everything else is `json_util`'s own decoding.
     """
-    if _WRAPPER_KEYS is not None and _WRAPPER_KEYS.isdisjoint(document):
+    if WRAPPER_KEYS is not None and WRAPPER_KEYS.isdisjoint(document):
         return document
     if len(document) == 1:
+        # The wrappers a change event is made of, built as json_util's parsers build them (same
+        # constructor, same arguments) without its dispatch; `test_ejson_fast_paths.py` pins it.
+        if "$oid" in document:
+            return ObjectId(document["$oid"])
         value = document.get("$date")
         if type(value) is str and _RELAXED_DATE.fullmatch(value):
             try:
                 return dt.datetime.fromisoformat(value)
             except ValueError:
                 pass  # out-of-range fields: let json_util raise its own error
+        elif type(value) is Int64 and _MIN_MS <= value <= _MAX_MS:  # canonical: {"$numberLong"} decoded first
+            return _EPOCH + dt.timedelta(milliseconds=int(value))
+        timestamp = document.get("$timestamp")
+        if type(timestamp) is dict and len(timestamp) == 2 and "t" in timestamp and "i" in timestamp:
+            return Timestamp(timestamp["t"], timestamp["i"])
     return json_util.object_hook(document, JSON_OPTIONS)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Milliseconds `datetime` holds in UTC (years 1-9999); json_util decides about any other value.
+_MIN_MS = int((dt.datetime(1, 1, 1, tzinfo=dt.UTC) - _EPOCH).total_seconds()) * 1000
+_MAX_MS = int((dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC) - _EPOCH).total_seconds() * 1000)
 
 
 def loads(text: str | bytes) -> Any:
@@ -58,7 +74,7 @@ def loads(text: str | bytes) -> Any:
         text = text.decode("utf-8")
     if '"$' not in text:
         return json.loads(text)
-    return json.loads(text, object_hook=_object_hook)
+    return json.loads(text, object_hook=object_hook)
 
 
 def decode(value: Any) -> Any:
@@ -116,3 +132,48 @@ def id_string(value: Any) -> str | None:
     if isinstance(value, dict) and "$oid" in value:  # tolerate undecoded wrappers
         return str(value["$oid"])
     return str(value)
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _floats_agree(value: Any) -> bool:
+    """Whether orjson writes every float in `value` as `json` does (`repr`): zero, and magnitudes in
+    [1e-4, 1e16). Elsewhere orjson writes `0.00001` and `1e-8` where json writes `1e-05`, `1e-08`."""
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
+        return value == 0.0 or 1e-4 <= abs(value) < 1e16  # NaN and infinities: False
+    else:
+        return True
+    for item in items:  # leaves checked inline: a delivery is mostly strings, one call per container
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if kind is float:
+            if not (item == 0.0 or 1e-4 <= abs(item) < 1e16):
+                return False
+        elif not _floats_agree(item):
+            return False
+    return True
+
+
+def compact_json(document: Any) -> str:
+    """`json.JSONEncoder(separators=(",", ":")).encode(document)`, byte for byte, at orjson's speed.
+
+    orjson writes the same text for plain JSON values except for non-ASCII and DEL characters
+    (json escapes them), floats outside [1e-4, 1e16), NaN and infinities, integers beyond 64 bits
+    and non-string keys (orjson refuses those): such documents go through `json`.
+    """
+    if _floats_agree(document):
+        try:
+            text = orjson.dumps(document)
+        except TypeError:  # orjson.JSONEncodeError: big integers, non-str keys, other types
+            pass
+        else:
+            if text.isascii() and b"\x7f" not in text:
+                return text.decode("ascii")
+    return _COMPACT(document)

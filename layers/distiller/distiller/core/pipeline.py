@@ -7,6 +7,7 @@ the others' results instead of failing the batch.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from distiller.core.ejson import id_string, plain
 from distiller.core.identity import event_id, event_key
+from distiller.core.lazy_ejson import ExtendedJSONError
 from distiller.core.lookups import Lookups
 from distiller.core.model import DOCUMENT_OPERATIONS, ChangeEvent, Delivery, EmittedEvent, RecordError
 from distiller.core.partners import Partner
@@ -22,7 +24,9 @@ from distiller.core.reducers import REDUCERS
 from distiller.core.reducers.rules import Reducer, Row
 from distiller.core.routing import (
     ROUTING_FIELDS,
+    EntityRouting,
     RoutingKeys,
+    entity_routing,
     matched_link,
     matching_subscription,
     references,
@@ -101,6 +105,8 @@ class _Work:
     """Documents routing borrows values from, by `(collection, id)` (`routing.references`)."""
     linked: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     """(deal id, deal) for each deal the entity belongs to (documents, credit reports)."""
+    entity: EntityRouting | None = None
+    """The entity's own routing fields and links, read once for the lookups and the routing."""
 
 
 class PartnerDirectory:
@@ -141,7 +147,24 @@ def distill(
 
     `LookupFailure` propagates: the database being unreachable is a reason to retry the batch,
     not to drop or park its records.
+
+    The cyclic garbage collector is paused for the batch: it allocates many short-lived,
+    acyclic objects (freed by reference counting), and collections triggered mid-batch kept
+    re-scanning the batch's growing results. Whatever garbage it leaves is collected after.
     """
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        return _distill_batch(items, lookups, explain, file_links)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _distill_batch(
+    items: Iterable[ChangeEvent | RecordError], lookups: Lookups, explain: bool, file_links: FileLinks | None
+) -> list[ChangeOutcome | RecordError]:
     results: list[ChangeOutcome | RecordError] = []
     work: list[_Work] = []
     for item in items:
@@ -167,11 +190,14 @@ def distill(
         work = [w for w in work if w.rows]
         _resolve_linked_deals(work, lookups, results, explain)
         work = [w for w in work if isinstance(results[w.index], ChangeOutcome) and w.rows]
-        _resolve_references(work, lookups)
+        _resolve_references(work, lookups, results)
+        work = [w for w in work if isinstance(results[w.index], ChangeOutcome)]
         directory = PartnerDirectory(lookups.partners()) if work else PartnerDirectory([])
         for w in work:
             try:
                 _route(w, directory, explain, file_links)
+            except ExtendedJSONError as exc:
+                _replace(results, w, RecordError(w.change.origin, str(exc)))
             except Exception as exc:  # one unroutable record must not take the batch down
                 logger.exception("routing failed on %s", w.change.origin)
                 _replace(results, w, RecordError(w.change.origin, f"routing failed: {exc!r}"))
@@ -211,6 +237,10 @@ def _reduce(work: list[_Work], results: list[ChangeOutcome | RecordError]) -> No
     for w in work:
         try:
             w.rows = w.reducer.emissions(Transitions(w.change, w.document))
+        except ExtendedJSONError as exc:  # a field the rules read holds a malformed wrapper
+            _replace(results, w, RecordError(w.change.origin, str(exc)))
+            w.rows = []
+            continue
         except Exception as exc:  # a record the rules cannot read must not take the batch down
             logger.exception("reducer %s failed on %s", w.reducer.collection, w.change.origin)
             _replace(results, w, RecordError(w.change.origin, f"{w.reducer.collection} reducer failed: {exc!r}"))
@@ -224,14 +254,20 @@ def _reduce(work: list[_Work], results: list[ChangeOutcome | RecordError]) -> No
             w.outcome.note = "no trigger row matched this change"
 
 
-def _resolve_references(work: list[_Work], lookups: Lookups) -> None:
+def _resolve_references(work: list[_Work], lookups: Lookups, results: list[ChangeOutcome | RecordError]) -> None:
     """Documents routing borrows values from (a listing's seller, a deal's offer), for every entity and
     every linked deal of the batch: one query per collection."""
     wanted: dict[str, set[str]] = defaultdict(set)
     refs: list[list[tuple[str, str]]] = []
     for w in work:
         fields = ROUTING_FIELDS.get(w.change.collection)
-        mine = references(fields, w.document) if fields is not None and w.document is not None else []
+        try:
+            if fields is not None and w.document is not None:
+                w.entity = entity_routing(fields, w.document)
+            mine = w.entity.references() if w.entity is not None else []
+        except ExtendedJSONError as exc:  # a routing field holds a malformed wrapper
+            _replace(results, w, RecordError(w.change.origin, str(exc)))
+            mine = []
         mine += [ref for _, deal in w.linked if deal is not None for ref in references(ROUTING_FIELDS["deals"], deal)]
         refs.append(mine)
         for collection, ref_id in mine:
@@ -268,7 +304,11 @@ def _resolve_linked_deals(
     wanted: set[str] = set()
     for w in work:
         if w.reducer.linked_deals and w.document is not None:
-            w.linked = [(deal_id, None) for deal_id in linked_deal_ids(w.reducer, w.document)]
+            try:
+                w.linked = [(deal_id, None) for deal_id in linked_deal_ids(w.reducer, w.document)]
+            except ExtendedJSONError as exc:  # a deal link holds a malformed wrapper
+                _replace(results, w, RecordError(w.change.origin, str(exc)))
+                w.rows = []
             wanted.update(deal_id for deal_id, _ in w.linked)
     if not wanted:
         return
@@ -303,6 +343,8 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: Fil
         keys, per_deal = routing_keys_via_deals(w.linked, w.found)
         if not per_deal and explain:
             w.outcome.note = f"no linked deal ({', '.join(w.reducer.linked_deals)} empty): routed to nobody"
+    elif w.entity is not None:
+        keys = w.entity.keys(w.found)
     else:
         keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.found)
     deals = dict(w.linked)
@@ -324,6 +366,7 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: Fil
             bodies[deal_id] = built
         return bodies[deal_id]
 
+    events, deliveries, entity_type = w.outcome.events, w.outcome.deliveries, w.reducer.entity_type
     for partner in directory.partners if explain else directory.candidates(keys):
         routing: PartnerRouting | None = None
         if explain:
@@ -335,8 +378,8 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: Fil
         elif matched_link(partner, keys) is None:
             continue
         # A document on several deals reaches each partner with the deal that partner is on.
-        deal_id = next((d for d, k in per_deal if matched_link(partner, k) is not None), None)
-        for emitted, (r, _), body in zip(w.outcome.events, w.rows, bodies_for(deal_id), strict=True):
+        deal_id = next((d for d, k in per_deal if matched_link(partner, k) is not None), None) if per_deal else None
+        for emitted, (r, _), body in zip(events, w.rows, bodies_for(deal_id), strict=True):
             pattern = matching_subscription(partner.events, emitted.event)
             if routing is not None:
                 routing.events[emitted.event] = (
@@ -348,12 +391,16 @@ def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: Fil
                 continue
             key = event_key(change.resume_token, partner.partner_id, emitted.event, emitted.emission_index)
             eid = event_id(key)
-            entity_type = r.entity_type or w.reducer.entity_type
-            payload = {"id": body.get("id"), "eventId": eid, "eventKey": key, "entityType": entity_type}
+            payload = {
+                "id": body.get("id"),
+                "eventId": eid,
+                "eventKey": key,
+                "entityType": r.entity_type or entity_type,
+            }
             payload.update(body)
             if deal_id is not None and "dealId" in payload:
                 payload["dealId"] = deal_id
-            w.outcome.deliveries.append(Delivery(partner.partner_id, emitted.event, eid, key, payload))
+            deliveries.append(Delivery(partner.partner_id, emitted.event, eid, key, payload))
 
 
 def _file_entry(file_links: FileLinks | None, key: str, filename: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from distiller.core.ejson import id_string, plain
@@ -86,36 +87,59 @@ def _values(document: dict[str, Any] | None, paths: tuple[str, ...], label: str 
     return found
 
 
-def _links(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[Borrowed, str]]:
-    """Each borrowed link the entity uses, with the referenced id (a listing with an organization of
-    its own does not borrow its seller's)."""
-    own_organization = bool(_values(document, fields.organization))
+@dataclass(frozen=True, slots=True)
+class EntityRouting:
+    """What an entity routes on by itself, and the links it borrows routing values through.
+
+    Read from the document once: the pipeline asks for the links (to look them up for the whole
+    batch) and later for the keys, and reading the same fields twice showed in the profile.
+    """
+
+    app_sources: tuple[tuple[str, str], ...]
+    organizations: tuple[tuple[str, str], ...]
+    links: tuple[tuple[Borrowed, str], ...]
+    """Each borrowed link the entity uses, with the referenced id."""
+
+    def references(self) -> list[tuple[str, str]]:
+        """`(collection, id)` of every document the entity borrows routing values from."""
+        return [(borrowed.collection, ref_id) for borrowed, ref_id in self.links]
+
+    def keys(self, found: References | None = None) -> RoutingKeys:
+        """The entity's routing values, with those borrowed from the `found` documents."""
+        app_sources = list(self.app_sources)
+        organizations = list(self.organizations)
+        for borrowed, ref_id in self.links:
+            target = (found or {}).get((borrowed.collection, ref_id))
+            if target is not None:
+                label = f"{borrowed.id_path}→{borrowed.collection}."
+                app_sources += _values(target, borrowed.app_source, label)
+                organizations += _values(target, borrowed.organization, label)
+        return RoutingKeys(tuple(app_sources), tuple(organizations))
+
+
+def entity_routing(fields: RoutingFields, document: dict[str, Any]) -> EntityRouting:
+    """Read an entity's routing fields (a listing with an organization of its own does not borrow
+    its seller's)."""
+    app_sources = _values(document, fields.app_source)
+    organizations = _values(document, fields.organization)
     links = []
     for borrowed in fields.borrowed:
-        if borrowed.only_without_own_organization and own_organization:
+        if borrowed.only_without_own_organization and organizations:
             continue
         ref = value_at(document, borrowed.id_path)
         if ref is not MISSING and ref is not None and ref != "":
             links.append((borrowed, id_string(plain(ref)) or ""))
-    return links
+    return EntityRouting(tuple(app_sources), tuple(organizations), tuple(links))
 
 
 def references(fields: RoutingFields, document: dict[str, Any]) -> list[tuple[str, str]]:
     """`(collection, id)` of every document the entity borrows routing values from, to look up."""
-    return [(borrowed.collection, ref_id) for borrowed, ref_id in _links(fields, document)]
+    return entity_routing(fields, document).references()
 
 
 def routing_keys(fields: RoutingFields, document: dict[str, Any], found: References | None = None) -> RoutingKeys:
     """Routing values of one entity; `found` holds the documents `references` asked for."""
-    app_sources = _values(document, fields.app_source)
-    organizations = _values(document, fields.organization)
-    for borrowed, ref_id in _links(fields, document):
-        target = (found or {}).get((borrowed.collection, ref_id))
-        if target is not None:
-            label = f"{borrowed.id_path}→{borrowed.collection}."
-            app_sources += _values(target, borrowed.app_source, label)
-            organizations += _values(target, borrowed.organization, label)
-    return RoutingKeys(tuple(app_sources), tuple(organizations))
+    return entity_routing(fields, document).keys(found)
 
 
 def matched_link(partner: Partner, keys: RoutingKeys) -> str | None:
@@ -159,8 +183,12 @@ def scope_decision(partner: Partner, keys: RoutingKeys) -> Decision:
     return Decision(False, f"scope {scope}: " + "; ".join(reasons))
 
 
+@lru_cache(maxsize=4096)
 def matching_subscription(patterns: tuple[str, ...], event: str) -> str | None:
-    """The first subscription pattern that covers `event`: exact name, `family.*`, or `*`."""
+    """The first subscription pattern that covers `event`: exact name, `family.*`, or `*`.
+
+    Cached: partners and events are few, and every delivery asks (the answer depends on nothing else).
+    """
     for pattern in patterns:
         if pattern == "*" or pattern == event:
             return pattern

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from bson import Decimal128
 
+from distiller.core.lazy_ejson import LazyDocument
 from distiller.core.model import ChangeEvent
 
 
@@ -46,7 +47,12 @@ def value_at(document: Any, path: str) -> Any:
     """The value at a dotted path, walking objects and array positions; `MISSING` if absent."""
     current = document
     for part in split_path(path):
-        if isinstance(current, dict):
+        kind = type(current)
+        if kind is dict or kind is LazyDocument:  # the common cases first: one lookup
+            current = current.get(part, MISSING)
+            if current is MISSING:
+                return MISSING
+        elif isinstance(current, dict):  # LazyDocument and other mappings: their own `[]`
             if part not in current:
                 return MISSING
             current = current[part]
@@ -69,21 +75,19 @@ class Transitions:
         self.change = change
         self.is_insert = change.operation_type == "insert"
         self._document = document if document is not None else change.full_document
-        self._written_by_top: dict[str, list[str]] = {}
-        self._removed_by_top: dict[str, list[str]] = {}
+        self._written_by_top: dict[str, list[str] | tuple[str]] = {}
+        self._removed_by_top: dict[str, list[str] | tuple[str]] = {}
         if change.operation_type == "update":
             for key in change.updated_fields:
-                self._written_by_top.setdefault(top_field(key), []).append(key)
+                self._written_by_top.setdefault(top_field(key), []).append(key)  # type: ignore[union-attr]
             for key in change.removed_fields:
-                self._removed_by_top.setdefault(top_field(key), []).append(key)
+                self._removed_by_top.setdefault(top_field(key), []).append(key)  # type: ignore[union-attr]
         else:
             # insert / replace: every top-level field of the new document (and, for a replace
             # with a pre-image, every field it dropped) counts as written.
-            for key in self._document or {}:
-                self._written_by_top.setdefault(key, []).append(key)
-            for key in change.before or {}:
-                if key not in (self._document or {}):
-                    self._removed_by_top.setdefault(key, []).append(key)
+            document = self._document or {}
+            self._written_by_top = {key: (key,) for key in document}
+            self._removed_by_top = {key: (key,) for key in change.before or {} if key not in document}
 
     @property
     def has_pre_image(self) -> bool:
@@ -101,6 +105,10 @@ class Transitions:
         """Top-level fields the change wrote or removed (a cheap first filter for rules)."""
         return frozenset(self._written_by_top).union(self._removed_by_top)
 
+    def written_tops(self) -> list[str]:
+        """`written_fields`, as the two dicts' keys (no set built): the reducer plan's lookup keys."""
+        return [*self._written_by_top, *self._removed_by_top]
+
     def written_paths(self) -> list[str]:
         """Every path the change wrote or removed, as Mongo reported it."""
         return [p for paths in self._written_by_top.values() for p in paths] + [
@@ -110,7 +118,11 @@ class Transitions:
     def touched(self, path: str) -> bool:
         """Whether the change wrote or removed this field, a parent of it, or something inside it."""
         top = top_field(path)
-        return any(_related(key, path) for key in self._written_by_top.get(top, []) + self._removed_by_top.get(top, []))
+        for key in self._written_by_top.get(top, ()):
+            if _related(key, path):
+                return True
+        removed = self._removed_by_top.get(top)
+        return bool(removed) and any(_related(key, path) for key in removed)
 
     def after(self, path: str) -> Any:
         """The field's value as this change left it (`MISSING` if the change unset it or did not touch it)."""

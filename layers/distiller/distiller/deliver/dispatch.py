@@ -24,7 +24,6 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
@@ -37,6 +36,7 @@ from distiller.deliver.log import AttemptKey, ClaimHeld, DeliveryAttempt, Delive
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.sender import USER_AGENT, SendResult, header_problem
 from distiller.deliver.signing import signature
+from distiller.deliver.workers import DispatchWorkers
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,25 +97,16 @@ class RetrySchedule:
         return self.delays[attempts_made - 1] if attempts_made <= len(self.delays) else None
 
 
+SIGNATURE_REFUSED = frozenset({401, 403})
+"""Answers after which the partner's secret is read afresh: it may have been rotated meanwhile."""
+
+
 class Secrets(Protocol):
     def webhook_secret(self, partner_id: str) -> str: ...
 
 
 class Sender(Protocol):
     def post(self, url: str, headers: dict[str, str], body: bytes, *, start_by: float | None = None) -> SendResult: ...
-
-
-def _interleaved_by_partner(messages: Sequence[DeliveryMessage]) -> list[int]:
-    """Indices in round-robin order over partners, so a burst for one partner (bounded per host)
-    does not queue every worker behind it while other partners' deliveries wait."""
-    by_partner: dict[str, list[int]] = {}
-    for index, message in enumerate(messages):
-        by_partner.setdefault(message.partner_id, []).append(index)
-    order: list[int] = []
-    queues = list(by_partner.values())
-    for position in range(max(len(q) for q in queues)):
-        order.extend(q[position] for q in queues if position < len(q))
-    return order
 
 
 def webhook_headers(message: DeliveryMessage, secret: str, body: bytes) -> dict[str, str]:
@@ -143,7 +134,8 @@ class Dispatcher:
         dead_letter_queue: MessageQueue,
         schedule: RetrySchedule = RetrySchedule(),
         clock: Callable[[], dt.datetime] = utc_now,
-        max_workers: int = 16,
+        max_workers: int = 50,
+        per_partner: int | None = None,
         attempt_budget_seconds: float = 10.0,
         lease_seconds: float = 120.0,
         partner_errors: Callable[[], Sequence[str]] = tuple,
@@ -157,12 +149,24 @@ class Dispatcher:
         self._dead_letters = dead_letter_queue
         self.schedule = schedule
         self._clock = clock
-        self.max_workers = max_workers
+        self._workers = DispatchWorkers(max_workers)
+        self.per_partner = per_partner or getattr(sender, "per_host_connections", None) or max_workers
+        """Deliveries of one partner in flight at once: the sender's connections per host, so a
+        partner's surplus waits in its queue instead of holding workers that others could use."""
         self.attempt_budget_seconds = attempt_budget_seconds
         self.lease_seconds = lease_seconds
         """How long a claimed attempt is reserved: longer than an invocation can run."""
         self._partner_errors = partner_errors
         self._payloads = payloads
+
+    @property
+    def max_workers(self) -> int:
+        """Deliveries in flight at once, across every batch this dispatcher runs."""
+        return self._workers.max_workers
+
+    def close(self) -> None:
+        """Stop the worker threads (they are kept across batches, as across warm invocations)."""
+        self._workers.close()
 
     def dispatch_all(
         self,
@@ -219,14 +223,7 @@ class Dispatcher:
                 failure = DispatchFailure(f"unexpected {type(exc).__name__}: {exc}")
             return unfinished(index, failure)
 
-        workers = max(1, min(self.max_workers, len(messages)))
-        results: list[Outcome | Exception | None] = [None] * len(messages)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
-            futures = {pool.submit(one, index): index for index in _interleaved_by_partner(messages)}
-            for future, index in futures.items():
-                results[index] = future.result()
-        assert all(r is not None for r in results)  # every index was submitted exactly once
-        return results  # type: ignore[return-value]
+        return self._workers.run(one, [m.partner_id for m in messages], self.per_partner)
 
     def dispatch(
         self, message: DeliveryMessage, partners: dict[str, Partner], *, start_by: float | None = None
@@ -277,6 +274,10 @@ class Dispatcher:
                 partner.webhook_url, webhook_headers(message, secret, body), body, start_by=start_by
             )
             latency_ms = round((time.monotonic() - started) * 1000)
+            if result.status_code in SIGNATURE_REFUSED:
+                forget = getattr(self._secrets, "forget", None)  # fakes in tests may not cache
+                if forget is not None:
+                    forget(partner.partner_id)
 
         if result.deferred:
             self._logged(lambda: self._log.release(key, claim))
@@ -420,7 +421,11 @@ class Dispatcher:
         except Exception as exc:
             raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
         outcome = "dead-lettered" if dead_lettered else "retry-scheduled" if status == "failed" else status
-        logger.info(  # one line per attempt, with ids only: never the payload, URL, secret or signature
+        # One line per attempt, with ids only: never the payload, URL, secret or signature. A
+        # delivered attempt is DEBUG (the delivery log and the batch line have it; at INFO these
+        # lines were a third of the bill, docs/scaling.md); anything else is INFO.
+        logger.log(
+            logging.DEBUG if status == "delivered" else logging.INFO,
             "delivery attempt",
             extra={
                 **_ids(message, attempt),

@@ -8,6 +8,7 @@ its last receive, rather than being moved by SQS without a reason.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -48,11 +49,15 @@ def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: Di
     outcomes = runtime.dispatcher.dispatch_all(
         messages, remaining_seconds=context.get_remaining_time_in_millis() / 1000, final_receive=final
     )
+    counts: Counter[str] = Counter()
     for message_id, outcome in zip(ids, outcomes, strict=True):
         if isinstance(outcome, Exception):
             logger.error("dispatch will be retried", extra={"messageId": message_id, "reason": str(outcome)})
             retry.add(message_id)
         else:
-            metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
-
+            counts[OUTCOME_METRICS[outcome]] += 1
+    for name, count in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+    # One line per batch at INFO; the attempts' own lines are DEBUG when delivered.
+    logger.info("dispatched batch", extra={"messages": len(records), **counts, "batchItemFailures": len(retry)})
     return partial_batch_response(event, retry, context)

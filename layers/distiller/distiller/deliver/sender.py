@@ -14,7 +14,10 @@ attempt is not made at all and says so (`deferred`), so the caller can put it ba
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
+import os
 import socket
 import threading
 import time
@@ -86,30 +89,82 @@ class _Watchdog:
     """Shuts the request's socket down when the total budget runs out.
 
     urllib3's timeouts bound each socket operation; a partner dribbling a byte at a time would
-    never trip them. Cutting the socket makes the blocked read fail at once.
+    never trip them. Cutting the socket makes the blocked read fail at once. One shared
+    `_Deadlines` thread keeps every attempt's deadline: a timer thread per attempt cost more CPU
+    than the rest of the attempt's own work.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, deadlines: _Deadlines | None = None) -> None:
+        self.seconds = seconds
         self.connection: HTTPConnection | None = None
         self.fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
+        self.done = False
+        """Set (under the deadlines' lock) once the attempt finished: the watchdog may no longer fire."""
+        self._deadlines = deadlines or _DEADLINES
 
     def __enter__(self) -> _Watchdog:
         _active.watch = self
-        self._timer.start()
+        self._deadlines.arm(self, time.monotonic() + self.seconds)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        self._deadlines.disarm(self)
         _active.watch = None
 
-    def _fire(self) -> None:
-        self.fired = True
+    def fire(self) -> None:
         sock = getattr(self.connection, "sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Deadlines:
+    """One daemon thread that fires the watchdogs whose deadline passed, earliest first.
+
+    A finished attempt is only marked `done`; its entry leaves the heap when it reaches the top,
+    so arming and disarming stay O(log n) and O(1) without searching the heap.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Start empty, thread not started (also in a forked child, which has no copy of the thread)."""
+        self._changed = threading.Condition()
+        self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watch: _Watchdog, deadline: float) -> None:
+        with self._changed:
+            heapq.heappush(self._heap, (deadline, next(self._order), watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sender-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is watch:  # a new earliest deadline: the thread must wake sooner
+                self._changed.notify()
+
+    def disarm(self, watch: _Watchdog) -> None:
+        with self._changed:
+            watch.done = True
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait is None or wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                _, _, watch = heapq.heappop(self._heap)
+                # Under the lock, so once `disarm` returned the socket is never touched again.
+                watch.fired = watch.done = True
+                watch.fire()
+
+
+_DEADLINES = _Deadlines()
+os.register_at_fork(after_in_child=_DEADLINES._reset)
 
 
 class WebhookSender:
@@ -118,7 +173,7 @@ class WebhookSender:
         *,
         timeout_seconds: float = 10.0,
         allow_private: bool = False,
-        per_host_connections: int = 4,
+        per_host_connections: int = 10,
         resolver: Resolver = system_resolver,
     ) -> None:
         self.timeout_seconds = timeout_seconds

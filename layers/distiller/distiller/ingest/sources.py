@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distiller.core import ejson
+from distiller.core.lazy_ejson import ExtendedJSONError, loads_lazy
 from distiller.core.model import ChangeEvent, RecordError
 
 EVENTBRIDGE_DETAIL_TYPE_PREFIX = "MongoDB Database Trigger for "
@@ -26,9 +27,13 @@ class SourceError(ValueError):
     """A record that is not a recognisable change event; the message names the field."""
 
 
-def parse_json(text: str | bytes) -> Any:
-    """Parse JSON or Extended JSON text, raising `SourceError` with the parser's reason."""
-    return _decoding(ejson.loads, text)
+def parse_json(text: str | bytes, *, lazy: bool = False) -> Any:
+    """Parse JSON or Extended JSON text, raising `SourceError` with the parser's reason.
+
+    `lazy`: change-event documents are decoded field by field when read (`lazy_ejson`), so a
+    malformed wrapper in a field nobody reads no longer rejects the record.
+    """
+    return _decoding(loads_lazy if lazy else ejson.loads, text)
 
 
 def decode_ejson(value: Any) -> Any:
@@ -51,32 +56,36 @@ def _decoding(decode: Any, value: Any) -> Any:
         raise SourceError(f"invalid Extended JSON: {type(exc).__name__}: {exc}") from exc
 
 
-def change_events_from_text(text: str | bytes, origin: str) -> Iterator[ChangeEvent | RecordError]:
-    """Parse one JSON (Lines) record of any accepted shape."""
+def change_events_from_text(
+    text: str | bytes, origin: str, *, lazy: bool = False
+) -> Iterator[ChangeEvent | RecordError]:
+    """Parse one JSON (Lines) record of any accepted shape (`lazy`: see `parse_json`)."""
     try:
-        obj = parse_json(text)
+        obj = parse_json(text, lazy=lazy)
     except SourceError as exc:
         yield RecordError(origin, str(exc))
         return
-    yield from change_events_from(obj, origin)
+    yield from change_events_from(obj, origin, lazy=lazy)
 
 
-def change_events_from(obj: Any, origin: str, *, decoded: bool = True) -> Iterator[ChangeEvent | RecordError]:
+def change_events_from(
+    obj: Any, origin: str, *, decoded: bool = True, lazy: bool = False
+) -> Iterator[ChangeEvent | RecordError]:
     """Yield the change events held by one parsed record, or a `RecordError` per bad part.
 
     A batch shape (SQS, DocumentDB) yields one item per entry, so one bad entry never hides
     the good ones next to it. `decoded=False` says Extended JSON wrappers are still raw (a
     Lambda event arrives parsed as plain JSON); each change is then decoded on its own, so one
-    bad wrapper fails only its own record.
+    bad wrapper fails only its own record. `lazy`: SQS bodies are parsed lazily too.
     """
     if not isinstance(obj, dict):
         yield RecordError(origin, f"not a recognisable change event: expected a JSON object, got {_kind(obj)}")
         return
     if isinstance(obj.get("Records"), list):
         for i, record in enumerate(obj["Records"]):
-            yield from _sqs_record(record, f"{origin} Records[{i}]")
+            yield from _sqs_record(record, f"{origin} Records[{i}]", lazy)
     elif obj.get("eventSource") == "aws:sqs" or ("body" in obj and "messageId" in obj):
-        yield from _sqs_record(obj, origin)
+        yield from _sqs_record(obj, origin, lazy)
     elif obj.get("eventSource") == "aws:docdb" or ("events" in obj and "operationType" not in obj):
         yield from _docdb_batch(obj, origin, decoded)
     elif "detail" in obj and "detail-type" in obj:
@@ -166,7 +175,7 @@ def _eventbridge(obj: dict[str, Any], origin: str, decoded: bool) -> ChangeEvent
     try:
         detail = obj["detail"] if decoded else decode_ejson(obj["detail"])
         return change_event(detail, origin, source="eventbridge", collection_hint=hint)
-    except SourceError as exc:
+    except (SourceError, ExtendedJSONError) as exc:
         raise SourceError(f"detail.{exc}") from exc
 
 
@@ -258,24 +267,24 @@ def _sqs_attributes(record: Any) -> tuple[int | None, dt.datetime | None]:
     return count, sent
 
 
-def _sqs_record(record: Any, origin: str) -> Iterator[ChangeEvent | RecordError]:
+def _sqs_record(record: Any, origin: str, lazy: bool = False) -> Iterator[ChangeEvent | RecordError]:
     if not isinstance(record, dict) or not isinstance(record.get("body"), str):
         yield RecordError(origin, "body: an SQS record must carry a string body")
         return
     message_id = record.get("messageId")
     where = f"{origin} (messageId {message_id})" if message_id else origin
     try:
-        body = parse_json(record["body"])
+        body = parse_json(record["body"], lazy=lazy)
     except SourceError as exc:
         yield RecordError(where, f"body: {exc}")
         return
-    yield from change_events_from(body, where)
+    yield from change_events_from(body, where, lazy=lazy)
 
 
 def _guard(origin: str, build: Any, prefix: str = "") -> ChangeEvent | RecordError:
     try:
         return build()
-    except SourceError as exc:
+    except (SourceError, ExtendedJSONError) as exc:
         return RecordError(origin, f"{prefix}{exc}")
 
 

@@ -9,9 +9,10 @@ of an existing document.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from distiller.core.reducers.plan import RowPlan
 from distiller.core.transitions import MISSING, Transitions, top_field
 
 
@@ -346,7 +347,7 @@ class Row:
 
     def emissions(self, t: Transitions) -> list[dict[str, Any]]:
         """One detail dict per event this row emits for the change: `[]`, `[{}]`, or one per slot."""
-        if any(t.document_value(path) != value for path, value in self.where):
+        if self.where and any(t.document_value(path) != value for path, value in self.where):
             return []
         for trigger in self.triggers:
             if not (trigger.on_insert or not t.is_insert):
@@ -398,6 +399,11 @@ class Reducer:
     """Other collection names the same table serves (the spec spells some two ways)."""
     linked_deals: tuple[str, ...] = ()
     """Fields holding the deal(s) the entity belongs to; routing and `dealId` go through them."""
+    plan: RowPlan = field(init=False, repr=False, compare=False)
+    """`rows` compiled by watched field, built with the table (at import)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", RowPlan.of(self.rows))
 
     def reduce(self, t: Transitions) -> list[Row]:
         """The rows this change fires, in table order."""
@@ -405,12 +411,14 @@ class Reducer:
 
     def emissions(self, t: Transitions) -> list[tuple[Row, dict[str, Any]]]:
         """(row, detail) for every event the change produces, in emission order."""
-        written = t.written_fields()
         first_only = self.one_event_per_update and not t.is_insert
         fired: list[tuple[Row, dict[str, Any]]] = []
-        for r in self.rows:
-            if r.watches is not None and written.isdisjoint(r.watches):
-                continue
+        if t.change.operation_type == "update":
+            rows = [self.rows[index] for index in self.plan.rows_for(t.written_tops())]
+        else:  # an insert or replace writes every field: the whole table, minus rows on absent fields
+            written = t.written_fields()
+            rows = [r for r in self.rows if r.watches is None or not written.isdisjoint(r.watches)]
+        for r in rows:
             details = r.emissions(t)
             if details:
                 fired.extend((r, detail) for detail in details)
