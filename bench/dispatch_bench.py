@@ -73,6 +73,7 @@ from distiller.deliver.log import AttemptKey, ClaimHeld, DeliveryAttempt
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.sender import SendResult, WebhookSender
 from distiller.observability import configure_logging, metrics
+from distiller.observability import logger as service_logger
 from distiller.runtime import DispatcherRuntime
 from distiller.settings import DispatcherSettings
 
@@ -686,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each attempt's log line formatted as in Lambda (configure_logging there), written nowhere.
     sink = open(os.devnull, "w")  # noqa: SIM115  # closed below
     configure_logging(Logger(service="trigger-distiller-bench", logger_handler=logging.StreamHandler(sink)))
+    service_logger.logger_handler.setStream(sink)  # type: ignore[attr-defined]  # the handler's batch line
     metrics.namespace = "TriggerDistillerBench"
     stack = deployed()
     receivers = Receivers([latency] * args.receivers + [slow])

@@ -47,7 +47,7 @@ from distiller.core.ejson import compact_json
 from distiller.core.model import RecordError
 from distiller.core.pipeline import distill
 from distiller.ingest.sources import change_events_from_text
-from distiller_tools.cli import CHUNK_LINES
+from distiller_tools.cli import CHUNK_LINES, change_chunks
 from distiller_tools.world import IndexedWorld, in_memory_database
 
 TARGET_RATIO = 2.0
@@ -774,11 +774,15 @@ def distill_pass(
                 if collect is not None:
                     collect.append((document, delivery.event_key))
 
+    if lazy:  # exactly the CLI's chunking, parsing and collector handling
+        for chunk in change_chunks(lines, CHUNK_LINES):
+            emit(chunk)
+        return result
     chunk: list[Any] = []
     for origin, line in lines:
         if not line.strip():
             continue
-        chunk.extend(change_events_from_text(line, origin, lazy=lazy))
+        chunk.extend(change_events_from_text(line, origin))
         if len(chunk) >= CHUNK_LINES:
             emit(chunk)
             chunk = []

@@ -1021,7 +1021,8 @@ def _cost_section(
         "priced here.",
         "",
         f"The webhook secret is cached {inputs.dispatcher.webhook_secret_cache_s:.0f} s: a rotation reaches every "
-        "warm Dispatcher within five minutes, at once after a 401/403 (the partner refusing our signature makes the "
+        f"warm Dispatcher within {inputs.dispatcher.webhook_secret_cache_s / 60:.0f} minutes, at once after a 401/403 "
+        "(the partner refusing our signature makes the "
         "next attempt read the secret afresh). At a low rate every warm Dispatcher still fetches every partner's "
         "secret once per period, so volume changes the picture (marginal per million, as deployed):",
         "",

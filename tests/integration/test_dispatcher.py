@@ -382,7 +382,7 @@ def test_a_secret_rotated_between_attempts_signs_the_retry(world, serve):
 
 
 def test_a_cached_secret_is_read_afresh_after_the_partner_refuses_its_signature(world, serve):
-    """Secrets are cached five minutes; a 401 or 403 makes the next attempt read the secret again."""
+    """Secrets are cached (an hour by default); a 401 or 403 makes the next attempt read the secret again."""
     server = serve(Reply(500), Reply(401), Reply(200))
     world.secrets = PartnerSecrets(max_age_seconds=300)
     secret_a = world.add_partner("rotating-motors", server.url(), secret="whsec_before_rotation")

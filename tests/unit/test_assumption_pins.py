@@ -398,7 +398,7 @@ def test_50_deliveries_in_flight_and_10_connections_per_partner_host_by_default(
 
 
 def test_webhook_secret_names_and_caches():
-    """Secret names `{prefix}{partnerId}/webhook-secret`; secrets cached 300 s (read afresh after a 401
+    """Secret names `{prefix}{partnerId}/webhook-secret`; secrets cached 3600 s (read afresh after a 401
     or 403), partner records 60 s, no longer than the first retry delay."""
     assert PartnerSecrets().name_for("acme") == f"{DEFAULT_PREFIX}acme/webhook-secret"
     assert PartnerSecrets("td/").name_for("acme") == "td/acme/webhook-secret"
@@ -406,7 +406,7 @@ def test_webhook_secret_names_and_caches():
     partner_ttl = MongoSettings.from_env({"MONGODB_URI_SECRET": "mongo-uri"}).lookup_ttl_seconds
     first_retry = RetrySchedule.parse(settings.retry_delays).delays[0]
 
-    assert (PartnerSecrets().max_age_seconds, settings.secret_cache_seconds) == (300, 300)
+    assert (PartnerSecrets().max_age_seconds, settings.secret_cache_seconds) == (3600, 3600)
     assert {401, 403} == SIGNATURE_REFUSED
     assert partner_ttl == inspect.signature(DispatcherRuntime.build).parameters["lookup_ttl"].default == 60.0
     assert partner_ttl <= first_retry

@@ -59,3 +59,36 @@ def test_the_collector_is_restored_when_the_batch_raises(collector_state):
         distill([UPDATE_WITHOUT_IMAGE], _Lookups(fail=True))
 
     assert gc.isenabled()
+
+
+RAW_CHANGE = (
+    '{"_id":{"_data":"82AA0%d"},"operationType":"insert","ns":{"db":"privateauto","coll":"users"},'
+    '"documentKey":{"_id":{"$oid":"64a1f2e3b5c8d9001234567%d"}},'
+    '"fullDocument":{"_id":{"$oid":"64a1f2e3b5c8d9001234567%d"},"appRegisteredFrom":"acme"}}'
+)
+
+
+def test_the_cli_parses_and_hands_out_each_chunk_with_the_collector_paused(collector_state):
+    """`distiller distill` (and the bench) hold the pause over a chunk's parsing and its distilling."""
+    from distiller_tools.cli import change_chunks
+
+    gc.enable()
+    lines = [(f"in:{n}", RAW_CHANGE % (n, n, n)) for n in range(5)]
+    seen = []
+    chunks = change_chunks(lines, 2)
+    for chunk in chunks:
+        seen.append((len(chunk), gc.isenabled()))
+    assert seen == [(2, False), (2, False), (1, False)]
+    assert all(isinstance(event, ChangeEvent) for chunk in change_chunks(lines, 2) for event in chunk)
+    assert gc.isenabled()
+
+
+def test_a_cli_run_stopped_early_restores_the_collector(collector_state):
+    from distiller_tools.cli import change_chunks
+
+    gc.enable()
+    chunks = change_chunks([("in:1", RAW_CHANGE % (1, 1, 1))] * 3, 1)
+    next(chunks)
+    assert not gc.isenabled()
+    chunks.close()  # the reader went away (`| head`)
+    assert gc.isenabled()

@@ -73,7 +73,7 @@ def test_a_longer_secret_cache_makes_fewer_calls(inputs):
 
 
 def test_the_deployed_defaults_are_read_from_the_code_and_the_template(inputs):
-    assert inputs.dispatcher.webhook_secret_cache_s == 300.0
+    assert inputs.dispatcher.webhook_secret_cache_s == 3600.0
     assert inputs.dispatcher.attempts_per_dead_letter == 4  # the first + retries at 60, 300, 900 s
     assert inputs.stack.tracing_mode == "PassThrough"
 
@@ -229,7 +229,8 @@ def test_the_document_prices_each_option_on_top_of_the_deployed_configuration(in
         change = f"{'adds' if value >= base else 'saves'} {scaling.usd(abs(value - base))}"
         rows = [line for line in document.splitlines() if line.startswith(f"| {option.name} | {option.status} |")]
         assert len(rows) == 1 and change in rows[0]
-    assert "within five minutes, at once after a 401/403" in document
+    minutes = inputs.dispatcher.webhook_secret_cache_s / 60
+    assert f"within {minutes:.0f} minutes, at once after a 401/403" in document
     assert "so a rotation reaches the next retry" not in document
     assert "TracingMode=PassThrough: only requests that arrive sampled are traced" in document
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from distiller.adapters.lookups import MongoLookups
 from distiller.core.ejson import compact_json
 from distiller.core.lookups import LookupFailure
 from distiller.core.model import ChangeEvent, RecordError
-from distiller.core.pipeline import ChangeOutcome, distill
+from distiller.core.pipeline import ChangeOutcome, collector_paused, distill
 from distiller.ingest.sources import change_events_from_text
 from distiller_tools.world import IndexedWorld, WorldFileError, in_memory_database, load_partners, load_world
 
@@ -57,18 +58,24 @@ def _decoded_lines(lines: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, st
             yield origin, next(x for x in change_events_from_text(line, origin) if isinstance(x, RecordError))
 
 
-def _chunks(lines: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[ChangeEvent | RecordError]]:
-    chunk: list[ChangeEvent | RecordError] = []
-    for origin, line in lines:
-        if not line.strip():
-            continue
-        # Documents decoded field by field when read (docs/assumptions.md, "Lazy Extended JSON").
-        chunk.extend(change_events_from_text(line, origin, lazy=True))
-        if len(chunk) >= size:
+def change_chunks(lines: Iterable[tuple[str, str | bytes]], size: int) -> Iterator[list[ChangeEvent | RecordError]]:
+    """Parsed change events, `size` at a time, parsed (and distilled by the caller) with the cyclic
+    collector paused (`collector_paused`); between chunks one young-generation collection frees
+    whatever cycles a chunk left."""
+    with collector_paused() as collecting:
+        chunk: list[ChangeEvent | RecordError] = []
+        for origin, line in lines:
+            if not line.strip():
+                continue
+            # Documents decoded field by field when read (docs/assumptions.md, "Lazy Extended JSON").
+            chunk.extend(change_events_from_text(line, origin, lazy=True))
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+                if collecting:
+                    gc.collect(1)
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def dry_run_file_links(bucket: str | None, prefix: str) -> FileLinks | None:
@@ -104,7 +111,7 @@ def run_distill(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
     bad = 0
     dumps = compact_json  # json.JSONEncoder's compact bytes, at orjson's speed
     try:
-        for chunk in _chunks(_numbered_lines(args.files, stdin), CHUNK_LINES):
+        for chunk in change_chunks(_numbered_lines(args.files, stdin), CHUNK_LINES):
             for result in distill(chunk, lookups, explain=args.explain, file_links=file_links):
                 if isinstance(result, RecordError):
                     bad += 1
@@ -413,10 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api_cmd.set_defaults(run=run_api)
 
-    from distiller_tools import ops, relay_cli
+    from distiller_tools import ops, partners, relay_cli
 
     relay_cli.register(commands)
     ops.register(commands)
+    partners.register(commands)
     return parser
 
 

@@ -92,7 +92,7 @@ class DispatcherSettings(_FromEnv):
     retry_delays: str = _env("RETRY_DELAYS", "seconds before each retry, comma-separated", "60,300,900")
     allow_private_endpoints: bool = _env("ALLOW_PRIVATE_ENDPOINTS", "local runs only: allow loopback", False)
     partner_secrets_prefix: str = _env("PARTNER_SECRETS_PREFIX", "Secrets Manager prefix", DEFAULT_PREFIX)
-    secret_cache_seconds: int = _env("SECRET_CACHE_SECONDS", "webhook secret cache", 300, ge=0)
+    secret_cache_seconds: int = _env("SECRET_CACHE_SECONDS", "webhook secret cache", 3600, ge=0)
     timeout_seconds: float = _env("DELIVERY_TIMEOUT_SECONDS", "per-attempt budget", 10.0, ge=0.1)
     per_host_connections: int = _env("PER_HOST_CONNECTIONS", "concurrent POSTs per partner host", 10, ge=1)
     concurrency: int = _env("DISPATCH_CONCURRENCY", "concurrent POSTs per instance (>= the SQS BatchSize)", 50, ge=1)

@@ -1,9 +1,9 @@
 """Partner webhook secrets from AWS Secrets Manager, through powertools Parameters (cached).
 
-Cached five minutes per warm instance (at a few deliveries a second a 30 s cache made Secrets
-Manager the largest line of the bill, docs/scaling.md); a partner answering 401 or 403 makes the
-next attempt fetch its secret afresh, so a rotation the partner already applied reaches the
-next retry. Values are never logged.
+Webhook secrets are cached an hour per warm instance (at a few deliveries a second a 30 s cache
+made Secrets Manager the largest line of the bill, docs/scaling.md); a partner answering 401 or
+403 makes the next attempt fetch its secret afresh, so a rotation the partner already applied
+reaches the next retry, whatever the cache's age. Values are never logged.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class SecretUnavailable(RuntimeError):
 
 
 class PartnerSecrets:
-    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 300) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 3600) -> None:
         self.prefix = prefix
         self.max_age_seconds = max_age_seconds
         self._stale: set[str] = set()

@@ -44,7 +44,7 @@ def object_hook(document: dict[str, Any]) -> Any:
         # The wrappers a change event is made of, built as json_util's parsers build them (same
         # constructor, same arguments) without its dispatch; `test_ejson_fast_paths.py` pins it.
         if "$oid" in document:
-            return ObjectId(document["$oid"])
+            return _object_id(document["$oid"])
         value = document.get("$date")
         if type(value) is str and _RELAXED_DATE.fullmatch(value):
             try:
@@ -57,6 +57,19 @@ def object_hook(document: dict[str, Any]) -> Any:
         if type(timestamp) is dict and len(timestamp) == 2 and "t" in timestamp and "i" in timestamp:
             return Timestamp(timestamp["t"], timestamp["i"])
     return json_util.object_hook(document, JSON_OPTIONS)
+
+
+def _object_id(text: Any) -> ObjectId:
+    """`ObjectId(text)`, given the 12 bytes when `text` is 24 hex digits (the constructor's quick
+    branch: its own `fromhex` path validates again); anything else goes to it unchanged."""
+    if type(text) is str and len(text) == 24:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) == 12:
+            return ObjectId(raw)
+    return ObjectId(text)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -91,8 +104,16 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def plain(value: Any) -> Any:
     """Convert BSON values to what a partner's JSON parser expects."""
-    if value is None or type(value) in (str, bool):
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
         return value
+    # The exact types most fields hold, before the subclass checks below (same results).
+    if kind is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else None
+    if kind is ObjectId:
+        return str(value)
+    if kind is dt.datetime:
+        return iso_utc(value)
     if isinstance(value, str):  # bson.Code, Regex patterns...: str subclasses partners need as text
         return str(value)
     if isinstance(value, int):

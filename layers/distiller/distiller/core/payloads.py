@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from distiller.core.ejson import id_string, plain
+from distiller.core.lazy_ejson import LazyDocument
+from distiller.core.plain_read import plain_at
 from distiller.core.transitions import MISSING, value_at
 
 #: Internal offer statuses renamed for partners (spec: "internal status declined → external rejected").
@@ -19,17 +21,29 @@ OFFER_STATUS_FOR_PARTNERS = {"declined": "rejected", "deleted": "cancelled"}
 def field_value(document: dict[str, Any], *paths: str) -> Any:
     """First present value among `paths` as plain JSON, else None."""
     for path in paths:
-        value = value_at(document, path)
+        if "." not in path and (type(document) is LazyDocument or type(document) is dict):
+            # A top-level text, null or boolean: `plain_at`'s answer without its call (most fields).
+            value = dict.get(document, path, MISSING)
+            kind = type(value)
+            if kind is str or value is None or kind is bool:
+                return value
+        value = plain_at(document, path)
         if value is not MISSING:
-            return plain(value)
+            return value
     return None
 
 
 def field_id(document: dict[str, Any], *paths: str) -> str | None:
+    """First id among `paths` that is present and not null, as text (`id_string`), else None."""
     for path in paths:
-        value = value_at(document, path)
-        if value is not MISSING and value is not None:
-            return id_string(plain(value))
+        value = plain_at(document, path)
+        if value is MISSING:
+            continue
+        if value is None:
+            if value_at(document, path) is None:
+                continue  # a null field: the next path may hold the id
+            return None  # a value with no JSON form (NaN, ...), as `plain` gives it
+        return value if type(value) is str else id_string(value)
     return None
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import gc
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -148,15 +149,26 @@ def distill(
     `LookupFailure` propagates: the database being unreachable is a reason to retry the batch,
     not to drop or park its records.
 
-    The cyclic garbage collector is paused for the batch: it allocates many short-lived,
-    acyclic objects (freed by reference counting), and collections triggered mid-batch kept
-    re-scanning the batch's growing results. Whatever garbage it leaves is collected after.
+    The cyclic garbage collector is paused for the batch (`collector_paused`).
+    """
+    with collector_paused():
+        return _distill_batch(items, lookups, explain, file_links)
+
+
+@contextmanager
+def collector_paused() -> Iterator[bool]:
+    """Pause the cyclic garbage collector for one batch, if it was on (yields whether it was).
+
+    A batch allocates many short-lived, acyclic objects (freed by reference counting), and
+    collections triggered mid-batch kept re-scanning the batch's growing results. Callers that
+    parse a batch before distilling it (the CLI, the Lambda ingest flow) hold the pause over
+    both; whatever cyclic garbage a batch leaves is collected after it.
     """
     collecting = gc.isenabled()
     if collecting:
         gc.disable()
     try:
-        return _distill_batch(items, lookups, explain, file_links)
+        yield collecting
     finally:
         if collecting:
             gc.enable()

@@ -13,6 +13,7 @@ from typing import Any
 
 from distiller.core.ejson import id_string, plain
 from distiller.core.partners import Partner
+from distiller.core.plain_read import plain_at
 from distiller.core.transitions import MISSING, value_at
 
 
@@ -81,10 +82,28 @@ class Decision:
 def _values(document: dict[str, Any] | None, paths: tuple[str, ...], label: str = "") -> list[tuple[str, str]]:
     found = []
     for path in paths:
-        value = value_at(document, path) if document is not None else MISSING
-        if value is not MISSING and value is not None and value != "":
-            found.append((label + path, id_string(plain(value)) or ""))
+        text = _routing_text(document, path)
+        if text is not None:
+            found.append((label + path, text))
     return found
+
+
+def _routing_text(document: dict[str, Any] | None, path: str) -> str | None:
+    """The routing value at `path` as text (`id_string(plain(value))`), or None when the field is
+    absent, null or empty. Read with `plain_at`: most are strings or ObjectIds, never decoded."""
+    if document is None:
+        return None
+    value = plain_at(document, path)
+    if value is MISSING:
+        return None
+    if type(value) is str and value:
+        return value
+    if value is not None and value != "":
+        return id_string(value) or ""
+    raw = value_at(document, path)  # null or empty once plain: was the field itself?
+    if raw is None or raw == "":
+        return None
+    return id_string(plain(raw)) or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +145,9 @@ def entity_routing(fields: RoutingFields, document: dict[str, Any]) -> EntityRou
     for borrowed in fields.borrowed:
         if borrowed.only_without_own_organization and organizations:
             continue
-        ref = value_at(document, borrowed.id_path)
-        if ref is not MISSING and ref is not None and ref != "":
-            links.append((borrowed, id_string(plain(ref)) or ""))
+        ref = _routing_text(document, borrowed.id_path)
+        if ref is not None:
+            links.append((borrowed, ref))
     return EntityRouting(tuple(app_sources), tuple(organizations), tuple(links))
 
 

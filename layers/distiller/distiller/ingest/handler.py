@@ -13,6 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from distiller.adapters.sqs_batch import RetryLater, partial_batch_response
+from distiller.core.pipeline import collector_paused
 from distiller.ingest.batch import ingest
 from distiller.ingest.sources import lambda_records
 from distiller.observability import metrics
@@ -22,16 +23,17 @@ if TYPE_CHECKING:
 
 
 def handle_ingest(event: dict[str, Any], context: LambdaContext, runtime: DistillerRuntime) -> dict[str, Any]:
-    records = lambda_records(event)
-    result = ingest(
-        records,
-        runtime.lookups,
-        runtime.delivery_queue,
-        runtime.ingest_dead_letters,
-        file_links=runtime.file_links,
-        payloads=runtime.payloads,
-        policy=runtime.retry_policy,
-    )
+    with collector_paused():  # parsing and distilling one batch: see `collector_paused`
+        records = lambda_records(event)
+        result = ingest(
+            records,
+            runtime.lookups,
+            runtime.delivery_queue,
+            runtime.ingest_dead_letters,
+            file_links=runtime.file_links,
+            payloads=runtime.payloads,
+            policy=runtime.retry_policy,
+        )
 
     metrics.add_metric(name="ChangeEvents", unit=MetricUnit.Count, value=result.change_events)
     metrics.add_metric(name="Deliveries", unit=MetricUnit.Count, value=result.deliveries)

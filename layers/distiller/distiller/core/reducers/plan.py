@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from distiller.core.reducers.rules import Row
+
+
+#: Distinct written-field tuples `rows_for` remembers; field names come from the data, so the
+#: memo is bounded (a stream of ever-new field names just stops being remembered).
+_SEEN_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,8 @@ class RowPlan:
     """Top-level field → indices of the rows that watch it."""
     any_write: tuple[int, ...]
     """Indices of rows with no watched field (any write may fire them)."""
+    seen: dict[tuple[str, ...], tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+    """`rows_for`'s answers by the written fields, in the order they were given (at most `_SEEN_LIMIT`)."""
 
     @classmethod
     def of(cls, rows: tuple[Row, ...]) -> RowPlan:
@@ -35,8 +42,17 @@ class RowPlan:
         return cls({name: tuple(indices) for name, indices in by_field.items()}, tuple(any_write))
 
     def rows_for(self, written: Iterable[str]) -> list[int]:
-        """Indices of the rows a change writing these top-level fields may fire, in table order."""
-        indices = set(self.any_write)
-        for name in written:
-            indices.update(self.by_field.get(name, ()))
-        return sorted(indices)
+        """Indices of the rows a change writing these top-level fields may fire, in table order.
+
+        Remembered per set of written fields: a stream repeats a few update shapes endlessly.
+        """
+        names = tuple(written)
+        known = self.seen.get(names)
+        if known is None:
+            indices = set(self.any_write)
+            for name in names:
+                indices.update(self.by_field.get(name, ()))
+            known = tuple(sorted(indices))
+            if len(self.seen) < _SEEN_LIMIT:
+                self.seen[names] = known
+        return list(known)
