@@ -145,6 +145,9 @@ class Assumptions:
     idle_pollers_per_source: int = 5  # Lambda's SQS pollers long-poll even an empty queue
     deliveries_per_message: int = 1  # >1 prices packing deliveries into one SQS message: an estimate, not built
     emf_metrics: int = 13  # Distiller 4, Dispatcher 5 outcomes, Relay 4 (name x service dimension)
+    partner_blob_bytes: int = 450  # one per-partner EMF blob per Dispatcher batch, measured once (issue 15)
+    partner_value_bytes: int = 12  # each attempt adds a success-rate and a latency value to its partner's blob
+    partner_metrics: int = 4  # Delivered, Failed, DeliverySuccessRate, DeliveryLatency per partner (+ rare others)
     secrets_per_partner: int = 2  # webhook-secret and shared-secret
 
 
@@ -467,6 +470,13 @@ def logged_attempts(inputs: Inputs, deliveries: float = 1e6) -> float:
     return deliveries * (a.retry_fraction + a.dead_letter_fraction * inputs.dispatcher.attempts_per_dead_letter)
 
 
+def partners_per_batch(inputs: Inputs) -> float:
+    """Distinct partners in one full Dispatcher batch, deliveries spread evenly over the partners (the most
+    blobs: a batch for fewer partners writes fewer)."""
+    partners, batch = inputs.assume.partners, inputs.stack.dispatcher.batch_size
+    return partners * (1 - (1 - 1 / partners) ** batch) if partners else 0.0
+
+
 def xray_traces(invocations_per_month: float) -> float:
     """Traces recorded in a month for one function at the default sampling rule (1/s, then 5%)."""
     rate = invocations_per_month / SECONDS_PER_MONTH
@@ -570,6 +580,8 @@ def cost_model(inputs: Inputs, ingest: str, latency_s: float) -> CostModel:
         logged * a.log_line_bytes
         + dispatch_runs * a.batch_log_line_bytes
         + (distill_runs + dispatch_runs) * a.invocation_log_bytes
+        + dispatch_runs * partners_per_batch(inputs) * a.partner_blob_bytes
+        + attempts * a.partner_value_bytes
     )
     basis = f"{log_bytes / 1e6:,.0f} MB; {logged:,.0f} attempt lines" + (
         " (every attempt)" if a.every_attempt_logged else " (attempts not delivered)"
@@ -589,7 +601,12 @@ def cost_model(inputs: Inputs, ingest: str, latency_s: float) -> CostModel:
 
     idle_polls = 3 * a.idle_pollers_per_source * SECONDS_PER_MONTH / SQS_LONG_POLL_SECONDS
     fixed = [
-        CostLine("CloudWatch", "custom metrics", a.emf_metrics * CUSTOM_METRIC_MONTH.usd, f"{a.emf_metrics} metrics"),
+        CostLine(
+            "CloudWatch",
+            "custom metrics",
+            (a.emf_metrics + a.partners * a.partner_metrics) * CUSTOM_METRIC_MONTH.usd,
+            f"{a.emf_metrics} metrics + {a.partner_metrics} per partner x {a.partners}",
+        ),
         CostLine("CloudWatch", "alarms", stack.alarms * ALARM_MONTH.usd, f"{stack.alarms} alarms"),
         CostLine(
             "Secrets Manager",
@@ -638,12 +655,19 @@ OPT_INS: tuple[Option, ...] = (
 )
 """What each opt-in costs on top of the deployed defaults; all three together were the defaults before."""
 
+WITHOUT_PARTNER_METRICS = Option(
+    "no per-partner metrics (the partner dimension off)",
+    "estimate, not built (the dashboard's partner widgets would be empty)",
+    assume={"partner_blob_bytes": 0, "partner_value_bytes": 0, "partner_metrics": 0},
+)
+
 SAVINGS: tuple[Option, ...] = (
     Option(
         "10 deliveries per SQS message on the delivery queue",
         "estimate, not built (Lambda and the retry path priced as now)",
         assume={"deliveries_per_message": 10},
     ),
+    WITHOUT_PARTNER_METRICS,
 )
 """Levers that would lower the bill further."""
 
@@ -791,7 +815,8 @@ def _verdict(inputs: Inputs, models: dict[tuple[str, float], CostModel], latenci
         inputs, lambda model: model.subtotal() + model.fixed_per_month / (model.monthly_deliveries / 1e6), fast
     )
     opted = cost_model(with_options(inputs, OPT_INS), "documentdb", fast)
-    packed = cost_model(with_options(inputs, SAVINGS), "documentdb", fast)
+    packed = cost_model(with_options(inputs, SAVINGS[:1]), "documentdb", fast)
+    unpartnered = cost_model(with_options(inputs, (WITHOUT_PARTNER_METRICS,)), "documentdb", fast)
 
     def volume(monthly: float | None) -> str:
         return f"from about {monthly:,.0f} deliveries a month" if monthly else "at no volume up to 10 billion a month"
@@ -814,8 +839,10 @@ def _verdict(inputs: Inputs, models: dict[tuple[str, float], CostModel], latenci
         f"at DEBUG (one INFO line per batch and per attempt not delivered), TracingMode={s.tracing_mode}. Opting "
         f"back into all three (as before) costs {usd(opted.subtotal())} for the four services + X-Ray "
         f"{usd(opted.subtotal(('X-Ray',)))}: see Options below.",
-        f"- The next lever is not built: {SAVINGS[0].name} would bring the four services to "
-        f"{usd(packed.subtotal())} (an estimate: SQS {usd(packed.subtotal(('SQS',)))}).",
+        f"- What keeps it over: the per-partner metrics (issue 15: one EMF blob per partner per batch) cost "
+        f"{usd(base.subtotal() - unpartnered.subtotal())}; without them the four services come to "
+        f"{usd(unpartnered.subtotal())}. The next lever is not built: {SAVINGS[0].name} would bring the four "
+        f"services to {usd(packed.subtotal())} (an estimate: SQS {usd(packed.subtotal(('SQS',)))}).",
         f"- A slow partner moves the Dispatcher line: at {slow:g} s every batch of {s.dispatcher.batch_size} for one "
         f"partner waits {math.ceil(s.dispatcher.batch_size / one_partner_posts(inputs))} waves, and the four services"
         f" come to {usd(models[('documentdb', slow)].subtotal())} per million.",
@@ -911,8 +938,10 @@ def render(inputs: Inputs) -> str:
         f"{a.log_line_bytes} B (one powertools JSON line with the Lambda context keys, measured once) only for "
         f"attempts not delivered: the {a.retry_fraction:.0%} retried, and {a.dead_letter_fraction:.1%} dead letters"
         f" × {cfg.attempts_per_dead_letter} attempts each (their log lines only; their queue and Lambda share is "
-        "within the rounding); skipped attempts are not modelled. "
-        f"{a.emf_metrics} custom metrics.",
+        "within the rounding); skipped attempts are not modelled. Per-partner metrics: one "
+        f"{a.partner_blob_bytes} B EMF blob per partner per Dispatcher batch ({partners_per_batch(inputs):.1f} "
+        f"partners in a batch of {inputs.stack.dispatcher.batch_size} spread over {a.partners}) + "
+        f"{a.partner_value_bytes} B per attempt. {a.emf_metrics} custom metrics + {a.partner_metrics} per partner.",
         f"- Secrets: {a.partners} partners, {a.secrets_per_partner} secrets each; a warm Dispatcher fetches a "
         f"partner's webhook secret once per {cfg.webhook_secret_cache_s:.0f} s if it signs for that partner, and "
         "afresh after the partner answers 401/403 (rare: not priced); warm instances are the fewest that carry the "

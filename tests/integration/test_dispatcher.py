@@ -70,8 +70,10 @@ def signed_with(request: Received, secret: str) -> bool:
 
 
 def without_time(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry without what depends on the clock: when it was attempted and how long the POST took."""
     assert entry["attemptedAt"].tzinfo is not None
-    return {k: v for k, v in entry.items() if k != "attemptedAt"}
+    assert isinstance(entry.get("latencyMs", 0), int) and entry.get("latencyMs", 0) >= 0
+    return {k: v for k, v in entry.items() if k not in ("attemptedAt", "latencyMs")}
 
 
 # -- one delivery ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,20 @@ import pytest
 from moto import mock_aws
 
 from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.queues import OutgoingMessage, SqsQueue
 from distiller.core.partners import Partner
+from distiller.core.pipeline import distill
 from distiller.deliver.dispatch import Dispatcher, RetrySchedule
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_line
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.sender import SendResult
+from distiller.ingest.sources import change_events_from_text
 from distiller_tools import ops
 from distiller_tools.ops import cli as ops_cli
 from distiller_tools.ops import redrive as ops_redrive
+from tests.factories import partner
+from tests.unit.test_relay import ScriptedDatabase, at, deal_created, deal_sold, replay_args, user_registered
 
 REGION = "us-east-2"
 EMITTED_AT = "2025-03-14T15:09:26.535Z"
@@ -227,6 +233,189 @@ def test_raw_redrive_uses_the_move_task_where_it_exists_and_no_move_task_forces_
     assert json.loads(out)["method"] == "receive-send-delete"
     assert len(client.started) == 1
     assert stack.drain("delivery") == [delivery(1).to_body()]  # raw: unchanged
+
+
+# -- filtered redrive -------------------------------------------------------------------------------
+
+MIXED = [
+    ("acme", "deal.created"),
+    ("acme", "deal.created"),
+    ("acme", "deal.completed"),
+    ("acme", "offer.created"),
+    ("carmart", "deal.created"),
+    ("carmart", "deal.created"),
+    ("carmart", "offer.created"),
+]
+
+
+def delivery_for(n: int, partner_id: str, event: str) -> DeliveryMessage:
+    return replace(delivery(n), partner_id=partner_id, event=event, event_key=f"8263A1{n:06d}|{partner_id}|{event}|0")
+
+
+def put_mixed(stack: Stack) -> None:
+    stack.put("delivery-dlq", *(delivery_for(n, p, e).to_body() for n, (p, e) in enumerate(MIXED, start=1)))
+
+
+def partner_events(bodies: list[str]) -> list[tuple[str, str]]:
+    return sorted((m.partner_id, m.event) for m in map(DeliveryMessage.from_body, bodies))
+
+
+def put_an_hour_ago(stack: Stack, monkeypatch, name: str, *bodies: str) -> None:
+    """Messages whose SentTimestamp is an hour back (moto stamps sends with `unix_time_millis`)."""
+    import moto.sqs.models as moto_sqs
+
+    real = moto_sqs.unix_time_millis
+    monkeypatch.setattr(moto_sqs, "unix_time_millis", lambda *a: real(*a) - 3_600_000)
+    stack.put(name, *bodies)
+    monkeypatch.setattr(moto_sqs, "unix_time_millis", real)
+
+
+def test_a_filtered_redrive_moves_exactly_the_matching_deliveries_and_leaves_the_rest_visible(stack):
+    put_mixed(stack)
+
+    code, out, err = cli(
+        ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--partner", "acme", "--event", "deal.*"]
+    )
+
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["method"], result["moved"], result["matched"], result["notMatching"]) == (
+        "receive-send-delete",
+        3,
+        3,
+        4,
+    )
+    assert result["byPartnerEvent"] == [
+        {"partner": "acme", "event": "deal.completed", "messages": 1},
+        {"partner": "acme", "event": "deal.created", "messages": 2},
+    ]
+    assert "4 not matching (partner acme, event deal.*), left as they were" in err
+    assert partner_events(stack.drain("delivery")) == [
+        ("acme", "deal.completed"),
+        ("acme", "deal.created"),
+        ("acme", "deal.created"),
+    ]
+    # the others are still there, and visible at once (not after the receive's 60 s)
+    assert partner_events(stack.drain("delivery-dlq")) == [
+        ("acme", "offer.created"),
+        ("carmart", "deal.created"),
+        ("carmart", "deal.created"),
+        ("carmart", "offer.created"),
+    ]
+
+
+def test_a_dry_run_counts_per_partner_and_event_and_moves_nothing(stack):
+    put_mixed(stack)
+
+    argv = ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--event", "deal.*", "--dry-run"]
+
+    code, out, err = cli(argv)
+
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["dryRun"], result["moved"], result["matched"], result["notMatching"]) == (True, 0, 5, 2)
+    assert "redrive: acme deal.created: 2 would move" in err
+    assert "redrive: carmart deal.created: 2 would move" in err
+    assert "dry run: 5 delivery message(s) would move" in err and "nothing moved" in err
+    assert stack.drain("delivery") == []
+    assert partner_events(stack.drain("delivery-dlq")) == sorted(MIXED)  # all of them, visible, unchanged
+
+
+def test_an_unfiltered_dry_run_counts_everything(stack):
+    put_mixed(stack)
+
+    code, out, _ = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--dry-run"])
+
+    assert code == 0
+    assert (json.loads(out)["matched"], json.loads(out)["moved"]) == (7, 0)
+    assert len(stack.drain("delivery-dlq")) == 7
+
+
+def test_since_and_until_pick_dead_letters_by_their_sent_timestamp(stack, monkeypatch):
+    put_an_hour_ago(stack, monkeypatch, "delivery-dlq", delivery_for(1, "acme", "deal.created").to_body())
+    stack.put("delivery-dlq", delivery_for(2, "acme", "deal.created").to_body())
+    half_an_hour_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)).isoformat()
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--since", half_an_hour_ago])
+
+    assert code == 0, err
+    assert (json.loads(out)["moved"], json.loads(out)["notMatching"]) == (1, 1)
+    assert [m.event_id for m in map(DeliveryMessage.from_body, stack.drain("delivery"))] == [f"{2:064x}"]
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--until", half_an_hour_ago])
+
+    assert (code, json.loads(out)["moved"]) == (0, 1)
+    assert [m.event_id for m in map(DeliveryMessage.from_body, stack.drain("delivery"))] == [f"{1:064x}"]
+
+
+def test_an_ingest_redrive_takes_a_time_range_but_refuses_partner_and_event(stack):
+    ingest_dlq = SqsQueue(stack.sqs, stack.urls["ingest-dlq"])
+    assert ingest_dlq.park({"operationType": "insert", "n": 1}, "bad", "Records[0]")
+    argv = ["dlq", "redrive", "--queue-url", stack.urls["ingest-dlq"]]
+
+    for flag, value in (("--partner", "acme"), ("--event", "deal.*")):
+        code, out, err = cli([*argv, flag, value])
+        assert (code, out) == (2, "")
+        assert "parked ingest records have no partner or event" in err
+
+    assert stack.drain("ingest") == []
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    code, out, err = cli([*argv, "--since", future])
+    assert (code, json.loads(out)["moved"], json.loads(out)["notMatching"]) == (0, 0, 1)
+    code, out, err = cli([*argv, "--until", future])
+    assert (code, json.loads(out)["moved"]) == (0, 1)
+    assert [json.loads(b) for b in stack.drain("ingest")] == [{"operationType": "insert", "n": 1}]
+
+
+def test_a_filtered_raw_redrive_never_uses_the_move_task(stack, monkeypatch):
+    client = WithMoveTask(stack.sqs)
+    monkeypatch.setattr(ops_cli, "sqs_client", lambda url, endpoint: client)
+    stack.put("delivery-dlq", delivery(1).to_body())
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+    argv = ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--kind", "raw", "--since", past]
+
+    code, out, err = cli(argv)
+
+    assert code == 0, err
+    assert client.started == []
+    assert "cannot filter" in json.loads(out)["fallbackReason"]
+    assert stack.drain("delivery") == [delivery(1).to_body()]
+
+
+def test_partner_and_event_on_a_raw_redrive_need_the_delivery_kind(stack):
+    argv = ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--kind", "raw", "--partner", "acme"]
+    code, out, err = cli(argv)
+    assert (code, out) == (2, "") and "--partner/--event need --kind delivery" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["--event", "deal.nope"], "--event: 'deal.nope' is not a catalog event"),
+        (["--partner", "no spaces"], "partner id 'no spaces'"),
+        (["--since", "2026-04-21T12:00:00Z", "--until", "2026-04-21T11:00:00Z"], "is before --since"),
+    ],
+)
+def test_bad_redrive_filters_exit_2_and_move_nothing(stack, flags, complaint):
+    put_mixed(stack)
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], *flags])
+
+    assert (code, out) == (2, "")
+    assert complaint in err
+    assert len(stack.drain("delivery-dlq")) == len(MIXED) and stack.drain("delivery") == []
+
+
+def test_max_counts_only_matching_messages(stack):
+    put_mixed(stack)
+
+    argv = ["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--partner", "carmart", "--max", "2"]
+
+    code, out, _ = cli(argv)
+
+    assert (code, json.loads(out)["moved"]) == (0, 2)
+    assert {p for p, _ in partner_events(stack.drain("delivery"))} == {"carmart"}
+    assert len(stack.drain("delivery-dlq")) == len(MIXED) - 2
 
 
 def test_endpoint_url_and_region_reach_the_client():
@@ -488,3 +677,101 @@ def test_deliveries_database_failure_exits_2(monkeypatch):
     code, out, err = cli(["deliveries", "--partner", "acme", "--mongo-uri", "mongodb://db.example", "--database", "x"])
     assert (code, out) == (2, "")
     assert "database: db.example:27017: timed out" in err
+
+
+# -- filtered replay ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def replay_world():
+    """Two partners in mongomock and a scripted change stream of their deals and users (tests.unit.test_relay)."""
+    database = mongomock.MongoClient(tz_aware=True)["privateauto"]
+    database["partners"].insert_many(
+        [
+            partner("carmart", webhookScope="appSource", appSource="carmart"),
+            partner("acme", webhookScope="appSource"),
+        ]
+    )
+    script = [deal_created(1), user_registered(2), deal_created(3, app="acme"), deal_sold(4)]
+    return ScriptedDatabase(script, database)
+
+
+def replay_cli(source: Any, *argv: str) -> tuple[int, str, str]:
+    args = replay_args("--since", "2026-04-25T12:00:00Z", *argv)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = args.run(args, io.StringIO(), stdout, stderr, open_database=lambda uri, name: source, now=lambda: at(1000))
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def original_deliveries(source: Any) -> set[tuple[str, str, str]]:
+    """(partner, event, eventId) the Distiller makes of the replayed changes (the unfiltered replay's lines)."""
+    code, out, _ = replay_cli(source)
+    assert code == 0
+    items = [item for n, line in enumerate(out.splitlines()) for item in change_events_from_text(line, f"l{n}")]
+    outcomes = distill(items, MongoLookups(source.db))
+    return {(d.partner_id, d.event, d.event_id) for o in outcomes for d in o.deliveries}
+
+
+def test_a_replay_by_partner_and_event_prints_only_the_matching_deliveries_with_their_original_event_ids(
+    replay_world,
+):
+    expected = {d for d in original_deliveries(replay_world) if d[0] == "acme" and d[1].startswith("deal.")}
+    assert len(expected) == 3  # acme's deal.created, deal.completed, deal.payment_acknowledged
+
+    code, out, err = replay_cli(replay_world, "--partner", "acme", "--event", "deal.*")
+
+    assert code == 0, err
+    sent = [DeliveryMessage.from_body(line) for line in out.splitlines()]
+    assert {(m.partner_id, m.event, m.event_id) for m in sent} == expected
+    assert {m.redrive for m in sent} == {int(at(1000).timestamp())}  # a new round: POSTed even if delivered before
+    assert "sent 3 delivery(ies) (partner acme, event deal.*) to stdout from 4 change(s)" in err
+    assert "2 other delivery(ies) not matching" in err
+
+
+def test_a_replay_by_event_goes_to_the_delivery_queue(replay_world, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="trigger-distiller-test-delivery")["QueueUrl"]
+
+        code, out, err = replay_cli(replay_world, "--event", "deal.created", "--delivery-queue-url", url)
+
+        assert (code, out) == (0, ""), err
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert sorted((m.partner_id, m.event) for m in (DeliveryMessage.from_body(g["Body"]) for g in got)) == [
+        ("acme", "deal.created"),
+        ("carmart", "deal.created"),
+    ]
+
+
+def test_a_replay_dry_run_counts_per_partner_and_event_and_sends_nothing(replay_world):
+    code, out, err = replay_cli(replay_world, "--partner", "carmart", "--dry-run")
+
+    assert (code, out) == (0, ""), err
+    assert "replay: carmart deal.created: 1 would be sent" in err
+    assert "replay: carmart user.registered: 1 would be sent" in err
+    assert "acme" not in err.split("dry run:")[0]
+    assert "dry run: 2 delivery(ies) (partner carmart) would be sent" in err
+
+
+def test_a_plain_replay_dry_run_prints_no_changes_and_counts_what_they_would_deliver(replay_world):
+    code, out, err = replay_cli(replay_world, "--dry-run")
+
+    assert (code, out) == (0, ""), err
+    assert "dry run: 4 change(s) would be replayed to stdout, making 5 delivery(ies)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--partner", "acme", "--queue-url", "https://sqs.us-east-2.amazonaws.com/1/q"], "--delivery-queue-url"),
+        (["--event", "deal.nope"], "--event: 'deal.nope' is not a catalog event"),
+        (["--partner", "a b"], "partner id 'a b'"),
+    ],
+)
+def test_bad_replay_filters_exit_2_before_reading_the_stream(replay_world, argv, complaint):
+    code, out, err = replay_cli(replay_world, *argv)
+
+    assert (code, out) == (2, "")
+    assert complaint in err
+    assert replay_world.calls == []

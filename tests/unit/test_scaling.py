@@ -131,7 +131,8 @@ def test_the_opt_ins_each_cost_more_and_together_match_the_previous_defaults(inp
 
 
 def test_several_deliveries_per_message_is_an_unbuilt_estimate_that_cuts_sqs(inputs):
-    (packing,) = scaling.SAVINGS
+    packing, without_partner_metrics = scaling.SAVINGS
+    assert without_partner_metrics is scaling.WITHOUT_PARTNER_METRICS and not without_partner_metrics.built
     assert not packing.built
     base = scaling.cost_model(inputs, "documentdb", 0.05)
     packed = scaling.cost_model(scaling.with_options(inputs, (packing,)), "documentdb", 0.05)
@@ -150,6 +151,10 @@ def test_the_four_service_subtotal_leaves_out_egress_and_xray(inputs):
 def test_the_goal_volume_is_where_the_four_services_first_meet_the_goal(inputs):
     def four(model: scaling.CostModel) -> float:
         return model.subtotal()
+
+    # Per-partner metrics cost per delivery whatever the volume: without them the volume decides.
+    assert scaling.goal_volume(inputs, four, 0.05) is None
+    inputs = scaling.with_options(inputs, (scaling.WITHOUT_PARTNER_METRICS,))
 
     volume = scaling.goal_volume(inputs, four, 0.05)
     assert volume is not None
@@ -241,3 +246,18 @@ def test_committed_scaling_doc_is_generated_with_the_current_prices():
     document = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
     assert document.splitlines()[0] == scaling.GENERATED_LINE
     assert scaling.render_price_table() in document
+
+
+def test_per_partner_metrics_cost_a_blob_per_partner_per_batch_and_a_value_per_attempt(inputs):
+    without = scaling.with_options(inputs, (scaling.WITHOUT_PARTNER_METRICS,))
+
+    def log_cost(model_inputs: scaling.Inputs) -> float:
+        lines = scaling.cost_model(model_inputs, "documentdb", 0.05).lines
+        return next(line.usd for line in lines if line.item == "Logs ingestion")
+
+    logs = {"with": log_cost(inputs), "without": log_cost(without)}
+    blobs = scaling.partners_per_batch(inputs)
+    assert 1 < blobs <= min(inputs.assume.partners, inputs.stack.dispatcher.batch_size)
+    assert logs["with"] > logs["without"]
+    fewer = scaling.with_options(inputs, (scaling.Option("one partner", "test", assume={"partners": 1}),))
+    assert scaling.partners_per_batch(fewer) == pytest.approx(1.0)

@@ -19,8 +19,10 @@ from typing import IO, Any, TextIO
 from pymongo.errors import PyMongoError
 
 from distiller.adapters.checkpoints import MongoCheckpointStore
+from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.queues import DeadLetters, MessageQueue, OutgoingMessage, region_of
 from distiller.core.clock import parse_instant, utc_now
+from distiller.core.lookups import LookupFailure
 from distiller.relay.loop import Relay
 from distiller.relay.replay import replay
 from distiller.relay.stream import (
@@ -33,6 +35,10 @@ from distiller.relay.stream import (
     parse_start_at,
     parse_token,
 )
+from distiller_tools.ops.cli import add_filter_arguments
+from distiller_tools.ops.delivery_replay import DeliveryReplay
+from distiller_tools.ops.dlq_filter import delivery_filter, summary_lines
+from distiller_tools.partners.records import InputError
 
 
 def _iso_argument(text: str) -> dt.datetime:
@@ -102,7 +108,11 @@ def _register_replay(subparsers: Any) -> None:
         description="Read the change stream of a self-managed replica set from a time (--since) or after a "
         "resume token (--after-token), up to --until (default: now) or until caught up, and send each change "
         "to the ingest queue (--queue-url) or print it as a JSON line (pipe into `distiller distill`). "
-        "Replayed changes carry their original resume tokens, so their eventIds are the original ones.",
+        "Replayed changes carry their original resume tokens, so their eventIds are the original ones. "
+        "With --partner or --event (or --delivery-queue-url) the replay is of deliveries instead: the changes are "
+        "distilled here (partners and linked entities from the same database) and only the matching deliveries "
+        "go to the delivery queue (or stdout), with their original eventIds, in a new round of attempts. "
+        "--dry-run counts what would be sent, per partner and event, and sends nothing.",
     )
     start = cmd.add_mutually_exclusive_group(required=True)
     start.add_argument("--since", type=_iso_argument, metavar="ISO", help="first cluster time to replay (inclusive)")
@@ -112,6 +122,18 @@ def _register_replay(subparsers: Any) -> None:
     cmd.add_argument("--until", type=_iso_argument, metavar="ISO", help="last cluster time to replay (default: now)")
     _add_database_arguments(cmd, "replay")
     cmd.add_argument("--queue-url", metavar="URL", help="send to this SQS ingest queue (default: JSON Lines on stdout)")
+    add_filter_arguments(cmd, "", times=False)
+    cmd.add_argument(
+        "--delivery-queue-url",
+        metavar="URL",
+        help="replay deliveries, not changes: send the matching ones to this SQS delivery queue "
+        "(with --partner/--event and no queue: delivery messages as JSON Lines on stdout)",
+    )
+    cmd.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="distill and count what would be sent, per partner and event; send nothing",
+    )
     cmd.set_defaults(run=run_replay)
 
 
@@ -256,20 +278,73 @@ def run_replay(
     if args.since is not None and until < args.since:
         print(f"distiller: replay: --until {iso(until)} is before --since {iso(args.since)}", file=stderr)
         return 2
+    by_delivery = bool(args.partner or args.event or args.delivery_queue_url)
     try:
-        result = replay(
-            (open_database or _open_database)(args.mongo_uri, args.database),
-            args.since,
-            args.after_token,
-            until,
-            _make_sink(args.queue_url, stdout),
-            collections=collections,
+        only = delivery_filter(args.partner, args.event)
+    except InputError as exc:
+        print(f"distiller: replay: {exc}", file=stderr)
+        return 2
+    if by_delivery and args.queue_url:
+        print(
+            "distiller: replay: --queue-url takes changes for every partner; a replay by partner or event "
+            "sends deliveries: use --delivery-queue-url",
+            file=stderr,
         )
-    except (RelayError, PyMongoError) as exc:
-        return _stream_failure("replay: " if isinstance(exc, PyMongoError) else "", exc, stderr)
+        return 2
+    try:
+        database = (open_database or _open_database)(args.mongo_uri, args.database)
+        deliveries: DeliveryReplay | None = None
+        sink: MessageQueue | IO[str]
+        if by_delivery or args.dry_run:
+            deliveries = DeliveryReplay(
+                MongoLookups(database),
+                only,
+                (now or utc_now)(),
+                out=_sqs_queue(args.delivery_queue_url) if args.delivery_queue_url and not args.dry_run else None,
+                lines=stdout,
+                dry_run=args.dry_run,
+            )
+            sink = deliveries
+        else:
+            sink = _make_sink(args.queue_url, stdout)
+        result = replay(database, args.since, args.after_token, until, sink, collections=collections)
+    except (RelayError, PyMongoError, LookupFailure) as exc:
+        prefix = "" if isinstance(exc, RelayError) else "replay: "
+        return _stream_failure(prefix, exc, stderr)
+    if deliveries is not None:
+        return _delivery_summary(args, result, deliveries, by_delivery, stderr)
     where = f"to {args.queue_url}" if args.queue_url else "to stdout"
     print(
         f"replayed {result.emitted} change(s) {where}; first {result.first_token or '-'}, "
+        f"last {result.last_token or '-'}; stopped: {result.stopped}",
+        file=stderr,
+    )
+    return 0
+
+
+def _delivery_summary(
+    args: argparse.Namespace, result: Any, deliveries: DeliveryReplay, by_delivery: bool, stderr: IO[str]
+) -> int:
+    """What a delivery-level replay or a dry run did: problems, one line per partner and event, a total."""
+    for problem in deliveries.problems:
+        print(f"replay: {' '.join(problem.split())}", file=stderr)
+    verb = "would be sent" if args.dry_run else "sent"
+    for line in summary_lines(deliveries.groups, verb):
+        print(f"replay: {line}", file=stderr)
+    matched = sum(deliveries.groups.values())
+    if args.dry_run and not by_delivery:
+        where = args.queue_url or "stdout"
+        head = f"dry run: {deliveries.changes} change(s) would be replayed to {where}, making {matched} delivery(ies)"
+    elif args.dry_run:
+        head = f"dry run: {matched} delivery(ies) ({deliveries.only.describe()}) would be sent"
+        head += f" from {deliveries.changes} change(s)"
+    else:
+        where = args.delivery_queue_url or "stdout"
+        head = f"sent {deliveries.sent} delivery(ies) ({deliveries.only.describe()}) to {where}"
+        head += f" from {deliveries.changes} change(s)"
+    print(
+        f"replay: {head}; {deliveries.not_matching} other delivery(ies) not "
+        f"matching; {deliveries.problem_count} change(s) not distilled; first {result.first_token or '-'}, "
         f"last {result.last_token or '-'}; stopped: {result.stopped}",
         file=stderr,
     )

@@ -30,19 +30,33 @@ What goes back, per kind:
 - `raw`: bodies unchanged.
 
 A body that does not fit its kind stays in the dead-letter queue and is counted, with why.
+
+**Filtered and dry runs** (`DeliveryFilter`: partner, event pattern, since/until) always
+receive/send/delete, since the move task cannot filter. The time is the dead letter's SQS
+`SentTimestamp`: when the Dispatcher or the Distiller parked it (they park it themselves on the
+last receive, so it is the dead-lettering time). A message that does not match, and every
+message of a dry run, is never deleted: it stays hidden while the pass reads on (so the pass
+sees each message once and reaches the end of the queue), then is made visible again at once
+with ChangeMessageVisibility 0.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from distiller.adapters.queues import OutgoingMessage, pack_batches, region_of
+from distiller.adapters.queues import region_of
 from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
+from distiller_tools.ops.dlq_filter import DeliveryFilter, group_rows, sqs_sent_at
+from distiller_tools.ops.sqs_calls import error_text as _error_text
+from distiller_tools.ops.sqs_calls import make_visible as _make_visible
+from distiller_tools.ops.sqs_calls import move_task_unsupported as _move_task_unsupported
+from distiller_tools.ops.sqs_calls import send as _send
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +69,6 @@ RECEIVE_WAIT_SECONDS = 1
 """Long-poll wait per receive; an empty receive ends the move."""
 MAX_PROBLEMS = 50
 """Per-message problems kept in a result (the counts are always complete)."""
-
-#: Error codes an endpoint answers when it has no StartMessageMoveTask.
-_UNSUPPORTED_CODES = {
-    "invalidaction",
-    "unknownoperation",
-    "unknownoperationexception",
-    "unsupportedoperation",
-    "aws.simplequeueservice.unsupportedoperation",
-    "notimplemented",
-    "notimplementedexception",
-    "501",
-}
-_UNSUPPORTED_WORDS = ("not implemented", "not been implemented", "unknown operation", "not supported")
 
 
 class RedriveError(RuntimeError):
@@ -98,6 +99,14 @@ class RedriveResult:
     stopped: str | None = None
     """Why the move stopped before the queue was empty."""
     problems: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    filter: DeliveryFilter | None = None
+    matched: int = 0
+    """Messages that match the filter and fit the kind: moved, or in a dry run what would move."""
+    not_matching: int = 0
+    """Left where they were: they do not match the filter."""
+    groups: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
+    """(partner, event) -> matched messages; (None, None) for kinds without a partner."""
 
     @property
     def complete(self) -> bool:
@@ -118,6 +127,11 @@ class RedriveResult:
             "deleteFailed": self.delete_failed,
             "stopped": self.stopped,
             "problems": self.problems,
+            "dryRun": self.dry_run,
+            "filter": self.filter.describe() if self.filter is not None else None,
+            "matched": self.matched,
+            "notMatching": self.not_matching,
+            "byPartnerEvent": group_rows(self.groups),
         }
 
     def _problem(self, text: str) -> None:
@@ -131,15 +145,21 @@ class NotRedrivable(ValueError):
 
 def redrive_body(body: str, kind: RedriveKind) -> str:
     """The body to send back for one dead letter, or `NotRedrivable` saying why not."""
+    return _prepared(body, kind)[1]
+
+
+def _prepared(body: str, kind: RedriveKind) -> tuple[tuple[str | None, str | None], str]:
+    """((partner, event), the body to send back); partner and event are None except for deliveries."""
     if kind == "raw":
-        return body
+        return (None, None), body
     if kind == "delivery":
         try:
             message = DeliveryMessage.from_body(body)
         except DeliveryMessageError as exc:
             raise NotRedrivable(f"not a delivery message: {exc}") from exc
         # the next round of attempts, with the whole retry schedule ahead of it
-        return replace(message, attempt=0, last_error=None, redrive=message.redrive + 1).to_body()
+        again = replace(message, attempt=0, last_error=None, redrive=message.redrive + 1)
+        return (message.partner_id, message.event), again.to_body()
     if kind == "ingest":
         try:
             data = json.loads(body)
@@ -152,7 +172,7 @@ def redrive_body(body: str, kind: RedriveKind) -> str:
         if isinstance(data["record"], dict) and "trimmed" in data["record"]:
             # the relay's oversize change: its documents were dropped, so it cannot be distilled
             raise NotRedrivable("a trimmed oversize change holds no document: replay its time range instead")
-        return json.dumps(data["record"], separators=(",", ":"), ensure_ascii=False)
+        return (None, None), json.dumps(data["record"], separators=(",", ":"), ensure_ascii=False)
     raise ValueError(f"unknown redrive kind {kind!r}; expected one of {', '.join(REDRIVE_KINDS)}")
 
 
@@ -165,22 +185,33 @@ def redrive(
     max_messages: int | None = None,
     use_move_task: bool = True,
     wait_seconds: int | None = None,
+    only: DeliveryFilter | None = None,
+    dry_run: bool = False,
 ) -> RedriveResult:
     """Move the messages of a dead-letter queue back to work (see the module docstring).
 
     `destination_url` None: the queue the dead-letter queue serves (its redrive source; the
     one named like it without `-dlq` when there are several). `wait_seconds`: long-poll wait
     per receive (default `RECEIVE_WAIT_SECONDS`). Raises `RedriveError` when the move cannot
-    start; per-message problems are counted in the result instead.
+    start; per-message problems are counted in the result instead. `only`: move just the messages
+    it matches, leave the others; `dry_run`: count what would move, move nothing.
     """
     if kind not in REDRIVE_KINDS:
         raise ValueError(f"unknown redrive kind {kind!r}; expected one of {', '.join(REDRIVE_KINDS)}")
+    only = only if only is not None and only.active else None
+    if only is not None and only.by_delivery and kind != "delivery":
+        raise ValueError(
+            "--partner/--event: parked ingest records have no partner or event; only --since/--until "
+            "apply to an ingest dead-letter queue"
+            if kind == "ingest"
+            else "--partner/--event need --kind delivery"
+        )
     if max_messages is not None and max_messages < 1:
         raise ValueError("max_messages must be at least 1")
     if destination_url is not None and destination_url == source_dlq_url:
         raise RedriveError("the destination is the dead-letter queue itself")
 
-    reason = _why_not_move_task(kind, max_messages, use_move_task)
+    reason = _why_not_move_task(kind, max_messages, use_move_task, only, dry_run)
     if reason is None:
         try:
             return _start_move_task(sqs_client, source_dlq_url, destination_url, kind)
@@ -199,12 +230,20 @@ def redrive(
         source_url=source_dlq_url,
         destination_url=destination,
         fallback_reason=reason,
+        dry_run=dry_run,
+        filter=only,
     )
     _move(sqs_client, result, kind, max_messages, RECEIVE_WAIT_SECONDS if wait_seconds is None else wait_seconds)
     return result
 
 
-def _why_not_move_task(kind: str, max_messages: int | None, use_move_task: bool) -> str | None:
+def _why_not_move_task(
+    kind: str, max_messages: int | None, use_move_task: bool, only: DeliveryFilter | None, dry_run: bool
+) -> str | None:
+    if dry_run:
+        return "a dry run reads and counts, it moves nothing"
+    if only is not None:
+        return "StartMessageMoveTask cannot filter; a filtered redrive reads each message"
     if not use_move_task:
         return "not asked for (use_move_task=False)"
     if kind != "raw":
@@ -217,25 +256,6 @@ def _why_not_move_task(kind: str, max_messages: int | None, use_move_task: bool)
 
 class _MoveTaskUnsupported(Exception):
     pass
-
-
-def _move_task_unsupported(exc: BaseException) -> bool:
-    """The endpoint has no StartMessageMoveTask (rather than refusing this one)."""
-    if isinstance(exc, NotImplementedError | AttributeError):
-        return True  # moto in-process; a botocore without the operation
-    if not isinstance(exc, ClientError):
-        return False
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", "")).lower()
-    message = str(error.get("Message", "")).lower()
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in _UNSUPPORTED_CODES or status == 501:
-        return True
-    if any(words in message for words in _UNSUPPORTED_WORDS):
-        return True
-    # botocore names the error by its HTTP status when the answer is not an AWS error at all
-    # (moto's server answers an unknown action with an HTML 500 page): not real SQS.
-    return code.isdigit() and status in {400, 404, 405, 500}
 
 
 def _start_move_task(client: Any, source_url: str, destination_url: str | None, kind: str) -> RedriveResult:
@@ -302,6 +322,7 @@ def _move(client: Any, result: RedriveResult, kind: RedriveKind, max_messages: i
                     MaxNumberOfMessages=wanted,
                     VisibilityTimeout=RECEIVE_VISIBILITY_SECONDS,
                     WaitTimeSeconds=wait,
+                    AttributeNames=["SentTimestamp"],
                 ).get("Messages", [])
             except (ClientError, BotoCoreError) as exc:
                 if taken == 0 and not left:
@@ -318,13 +339,32 @@ def _move(client: Any, result: RedriveResult, kind: RedriveKind, max_messages: i
             batch: list[dict[str, Any]] = []
             bodies: list[str] = []
             for message in fresh:
+                only = result.filter
+                if only is not None and not only.matches_time(sqs_sent_at(message)):
+                    left[message["MessageId"]] = message["ReceiptHandle"]
+                    result.not_matching += 1
+                    continue
                 try:
-                    bodies.append(redrive_body(message["Body"], kind))
+                    group, body = _prepared(message["Body"], kind)
                 except NotRedrivable as exc:
                     left[message["MessageId"]] = message["ReceiptHandle"]
                     result.left += 1
                     result._problem(f"{message['MessageId']}: left in the dead-letter queue: {exc}")
                     continue
+                if only is not None and only.by_delivery and not only.matches_delivery(group[0] or "", group[1] or ""):
+                    left[message["MessageId"]] = message["ReceiptHandle"]
+                    result.not_matching += 1
+                    continue
+                if max_messages is not None and taken + len(batch) >= max_messages:
+                    left[message["MessageId"]] = message["ReceiptHandle"]  # over --max: untouched
+                    continue
+                result.matched += 1
+                result.groups[group] += 1
+                if result.dry_run:
+                    left[message["MessageId"]] = message["ReceiptHandle"]
+                    taken += 1
+                    continue
+                bodies.append(body)
                 batch.append(message)
             if not batch:
                 continue
@@ -346,22 +386,6 @@ def _move(client: Any, result: RedriveResult, kind: RedriveKind, max_messages: i
         _make_visible(client, result.source_url, list(left.values()))
 
 
-def _send(client: Any, url: str, bodies: list[str]) -> dict[int, str]:
-    """Send; return index -> error for the bodies that were not sent."""
-    failed: dict[int, str] = {}
-    outgoing = [OutgoingMessage(body) for body in bodies]
-    for group in pack_batches(outgoing):
-        entries = [{"Id": str(index), "MessageBody": bodies[index]} for index in group]
-        try:
-            response = client.send_message_batch(QueueUrl=url, Entries=entries)
-        except (ClientError, BotoCoreError) as exc:
-            failed.update({index: _error_text(exc) for index in group})
-            continue
-        for failure in response.get("Failed", []):
-            failed[int(failure["Id"])] = f"{failure.get('Code')}: {failure.get('Message')}"
-    return failed
-
-
 def _delete(client: Any, result: RedriveResult, sent: list[dict[str, Any]]) -> None:
     if not sent:
         return
@@ -374,29 +398,6 @@ def _delete(client: Any, result: RedriveResult, sent: list[dict[str, Any]]) -> N
     for index, error in failures:
         result.delete_failed += 1
         result._problem(f"{sent[index]['MessageId']}: sent, but still in the dead-letter queue: {error}")
-
-
-def _make_visible(client: Any, url: str, handles: list[str]) -> None:
-    """Messages left behind are visible again at once, not after the receive's visibility timeout."""
-    for start in range(0, len(handles), 10):
-        entries = [
-            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
-            for i, handle in enumerate(handles[start : start + 10])
-        ]
-        try:
-            client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
-        except (ClientError, BotoCoreError) as exc:  # they come back after the timeout anyway
-            logger.warning("could not make left messages visible again: %s", _error_text(exc))
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        message = " ".join(str(error.get("Message", "")).split())
-        if message.startswith("<"):
-            message = "not an AWS error response"
-        return f"{error.get('Code', 'error')}: {message[:200]}"
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def infer_kind(queue_url: str) -> RedriveKind | None:

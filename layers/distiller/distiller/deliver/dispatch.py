@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from distiller.core.partners import Partner
 from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
 from distiller.deliver.log import AttemptKey, ClaimHeld, DeliveryAttempt, DeliveryLog, DeliveryStatus
 from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.partner_metrics import PartnerTally
 from distiller.deliver.sender import USER_AGENT, SendResult, header_problem
 from distiller.deliver.signing import signature
 from distiller.deliver.workers import DispatchWorkers
@@ -158,6 +160,7 @@ class Dispatcher:
         """How long a claimed attempt is reserved: longer than an invocation can run."""
         self._partner_errors = partner_errors
         self._payloads = payloads
+        self._tally = threading.local()  # the PartnerTally of the batch each thread is working on
 
     @property
     def max_workers(self) -> int:
@@ -174,16 +177,19 @@ class Dispatcher:
         *,
         remaining_seconds: float | None = None,
         final_receive: Sequence[bool] | None = None,
+        tally: PartnerTally | None = None,
     ) -> list[Outcome | Exception]:
         """Dispatch concurrently; one slow or failing delivery does not hold up the others.
 
         `remaining_seconds` is the invocation's time left: no attempt starts unless a whole
         attempt budget (and the finish margin) still fits, so queued work never outlives the
         function. `final_receive[i]` says message i will not come back from SQS if it fails
-        now: it is parked with its reason instead of being returned for a retry.
+        now: it is parked with its reason instead of being returned for a retry. Every attempt
+        logged for the batch is also added to `tally` (per-partner metrics).
         """
         if not messages:
             return []
+        self._tally.current = tally
 
         def unfinished(index: int, failure: Exception) -> Outcome | Exception:
             if final_receive is not None and final_receive[index]:
@@ -204,6 +210,7 @@ class Dispatcher:
             first.setdefault((message.partner_id, message.event_id, message.attempt, message.redrive), index)
 
         def one(index: int) -> Outcome | Exception:
+            self._tally.current = tally  # a worker thread serves one batch at a time
             message = messages[index]
             try:
                 if first[(message.partner_id, message.event_id, message.attempt, message.redrive)] != index:
@@ -415,11 +422,15 @@ class Dispatcher:
             error=result.error,
             dead_lettered=dead_lettered,
             redrive=message.redrive,
+            latency_ms=latency_ms,
         )
         try:
             self._log.record(entry)
         except Exception as exc:
             raise DispatchFailure(f"delivery log unavailable: {exc}") from exc
+        tally: PartnerTally | None = getattr(self._tally, "current", None)
+        if tally is not None:
+            tally.add(entry)
         outcome = "dead-lettered" if dead_lettered else "retry-scheduled" if status == "failed" else status
         # One line per attempt, with ids only: never the payload, URL, secret or signature. A
         # delivered attempt is DEBUG (the delivery log and the batch line have it; at INFO these

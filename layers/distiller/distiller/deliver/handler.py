@@ -3,11 +3,13 @@
 Parse each message, call the dispatcher, report partial batch failures for the messages whose
 queue or log step failed (they are retried; POSTed ones are not re-POSTed thanks to the delivery
 log). A message that is not a delivery is dead-lettered with its reason; so is one that failed on
-its last receive, rather than being moved by SQS without a reason.
+its last receive, rather than being moved by SQS without a reason. Metrics: the batch's outcome
+totals, then one blob per partner (`distiller.deliver.partner_metrics`).
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from distiller.adapters.sqs_batch import partial_batch_response, receive_count
 from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
-from distiller.observability import logger, metrics
+from distiller.deliver.partner_metrics import (
+    DEAD_LETTERED_METRIC,
+    DELIVERED_METRIC,
+    FAILED_METRIC,
+    HELD_METRIC,
+    LATENCY_METRIC,
+    PARTNER_DIMENSION,
+    PARTNER_METRICS,
+    STAGE_DIMENSION,
+    SUCCESS_RATE_METRIC,
+    PartnerTally,
+    emit_partner_metrics,
+)
+from distiller.observability import SERVICE_NAME, logger, metrics
 
 if TYPE_CHECKING:
     from distiller.runtime import DispatcherRuntime
@@ -46,8 +61,9 @@ def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: Di
             if not runtime.dead_letters.park(record.get("body"), f"not a delivery message: {exc}", record["messageId"]):
                 retry.add(record["messageId"])
 
+    tally = PartnerTally()
     outcomes = runtime.dispatcher.dispatch_all(
-        messages, remaining_seconds=context.get_remaining_time_in_millis() / 1000, final_receive=final
+        messages, remaining_seconds=context.get_remaining_time_in_millis() / 1000, final_receive=final, tally=tally
     )
     counts: Counter[str] = Counter()
     for message_id, outcome in zip(ids, outcomes, strict=True):
@@ -58,6 +74,22 @@ def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: Di
             counts[OUTCOME_METRICS[outcome]] += 1
     for name, count in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+    emit_partner_metrics(tally, SERVICE_NAME, os.environ.get("STAGE"))
     # One line per batch at INFO; the attempts' own lines are DEBUG when delivered.
     logger.info("dispatched batch", extra={"messages": len(records), **counts, "batchItemFailures": len(retry)})
     return partial_batch_response(event, retry, context)
+
+
+__all__ = [
+    "DEAD_LETTERED_METRIC",
+    "DELIVERED_METRIC",
+    "FAILED_METRIC",
+    "HELD_METRIC",
+    "LATENCY_METRIC",
+    "OUTCOME_METRICS",
+    "PARTNER_DIMENSION",
+    "PARTNER_METRICS",
+    "STAGE_DIMENSION",
+    "SUCCESS_RATE_METRIC",
+    "handle_deliveries",
+]

@@ -48,6 +48,8 @@ class DeliveryAttempt:
     dead_lettered: bool = False
     """This failed attempt was the last one: the delivery went to the dead-letter queue."""
     redrive: int = 0
+    latency_ms: int | None = None
+    """How long the POST took; None when no POST was made. Entries written before it was kept lack it."""
 
     def to_document(self) -> dict[str, Any]:
         document = {
@@ -66,6 +68,8 @@ class DeliveryAttempt:
         }
         if self.redrive:  # the round (a redrive's count, or a replay's epoch seconds); absent means 0
             document["redrive"] = self.redrive
+        if self.latency_ms is not None:  # optional: readers count an entry without it, minus a latency
+            document["latencyMs"] = self.latency_ms
         return document
 
 
