@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import IO, Any, TextIO
 
 from botocore.exceptions import BotoCoreError
@@ -211,9 +212,32 @@ def _open_collection(uri: str, database: str) -> Any:
     return client[database][DELIVERIES_COLLECTION]
 
 
-def run_deliveries(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
+def _from_delivery_log[T](
+    args: argparse.Namespace, stderr: IO[str], from_file: Callable[[Any], T], from_mongo: Callable[[Any], T]
+) -> T | None:
+    """What `from_file` makes of the `--log` attempts, or `from_mongo` of the `--mongo-uri` delivery log;
+    None, with the reason on stderr, when either cannot be read."""
     from pymongo.errors import PyMongoError
 
+    try:
+        if args.log:
+            try:
+                with open(args.log, encoding="utf-8") as handle:
+                    attempts = read_log(handle, args.log)
+            except OSError as exc:
+                print(f"distiller: {args.log}: cannot read: {exc.strerror}", file=stderr)
+                return None
+            return from_file(attempts)
+        return from_mongo(_open_collection(args.mongo_uri, args.database))
+    except (ValueError, LogFileError) as exc:
+        print(f"distiller: deliveries: {_one_line(str(exc))}", file=stderr)
+        return None
+    except PyMongoError as exc:
+        print(f"distiller: deliveries: database: {_one_line(str(exc))[:300]}", file=stderr)
+        return None
+
+
+def run_deliveries(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:
     if args.stats:
         return run_delivery_stats(args, stdout, stderr)
     if not args.partner:  # argparse's own words and exit status, as when --partner was required
@@ -227,22 +251,13 @@ def run_deliveries(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], std
         "event_id": args.event_id,
         "limit": args.limit,
     }
-    try:
-        if args.log:
-            try:
-                with open(args.log, encoding="utf-8") as handle:
-                    attempts = read_log(handle, args.log)
-            except OSError as exc:
-                print(f"distiller: {args.log}: cannot read: {exc.strerror}", file=stderr)
-                return 2
-            rows = list_logged_deliveries(attempts, args.partner, **filters)
-        else:
-            rows = list_deliveries(_open_collection(args.mongo_uri, args.database), args.partner, **filters)
-    except (ValueError, LogFileError) as exc:
-        print(f"distiller: deliveries: {_one_line(str(exc))}", file=stderr)
-        return 2
-    except PyMongoError as exc:
-        print(f"distiller: deliveries: database: {_one_line(str(exc))[:300]}", file=stderr)
+    rows = _from_delivery_log(
+        args,
+        stderr,
+        lambda attempts: list_logged_deliveries(attempts, args.partner, **filters),
+        lambda log: list_deliveries(log, args.partner, **filters),
+    )
+    if rows is None:
         return 2
 
     dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -261,30 +276,18 @@ def run_deliveries(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], std
 
 def run_delivery_stats(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """`deliveries --stats`: the table on stdout, a summary line on stderr."""
-    from pymongo.errors import PyMongoError
-
     refused = [f"--{name.replace('_', '-')}" for name in ("status", "event_id", "limit") if getattr(args, name)]
     if refused:
         print(f"distiller: deliveries: {', '.join(refused)} cannot be used with --stats", file=stderr)
         return 2
     window = {"partner_id": args.partner, "event": args.event, "since": args.since, "until": args.until}
-    try:
-        if args.log:
-            try:
-                with open(args.log, encoding="utf-8") as handle:
-                    attempts = read_log(handle, args.log)
-            except OSError as exc:
-                print(f"distiller: {args.log}: cannot read: {exc.strerror}", file=stderr)
-                return 2
-            rows = logged_stats(attempts, **window)
-        else:
-            log = _open_collection(args.mongo_uri, args.database)
-            rows = mongo_stats(log, log.database[PARTNERS_COLLECTION], **window)
-    except (ValueError, LogFileError) as exc:
-        print(f"distiller: deliveries: {_one_line(str(exc))}", file=stderr)
-        return 2
-    except PyMongoError as exc:
-        print(f"distiller: deliveries: database: {_one_line(str(exc))[:300]}", file=stderr)
+    rows = _from_delivery_log(
+        args,
+        stderr,
+        lambda attempts: logged_stats(attempts, **window),
+        lambda log: mongo_stats(log, log.database[PARTNERS_COLLECTION], **window),
+    )
+    if rows is None:
         return 2
     for line in stats_table(rows):
         stdout.write(line + "\n")

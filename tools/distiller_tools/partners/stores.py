@@ -42,27 +42,12 @@ class PartnerStore(Protocol):
 
 class SecretStore(Protocol):
     def exists(self, partner_id: str, kind: SecretKind) -> bool:
-        name = self.name(partner_id, kind)  # described, never read: `show` needs no secret value
-        return self._unless_missing(name, lambda: self._client.describe_secret(SecretId=name)) is not None
+        """Whether the secret exists (without reading its value)."""
+        ...
 
     def get(self, partner_id: str, kind: SecretKind) -> str | None:
-        name = self.name(partner_id, kind)
-        response = self._unless_missing(name, lambda: self._client.get_secret_value(SecretId=name))
-        value = response.get("SecretString") if response is not None else None
-        return value if isinstance(value, str) and value else None
-
-    def _unless_missing(self, name: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
-        """`call()`'s response; None when the secret does not exist; any other failure a `StoreError`."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return call()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                return None
-            raise self._failure(name, exc) from None
-        except BotoCoreError as exc:
-            raise self._failure(name, exc) from None
+        """The secret's value; None when it does not exist."""
+        ...
 
     def put(self, partner_id: str, kind: SecretKind, value: str) -> None: ...
     def name(self, partner_id: str, kind: SecretKind) -> str:
@@ -243,32 +228,27 @@ class SecretsManagerSecrets:
         return StoreError(f"Secrets Manager: secret {name}: {code}")
 
     def exists(self, partner_id: str, kind: SecretKind) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        name = self.name(partner_id, kind)
-        try:
-            self._client.describe_secret(SecretId=name)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                return False
-            raise self._failure(name, exc) from None
-        except BotoCoreError as exc:
-            raise self._failure(name, exc) from None
-        return True
+        name = self.name(partner_id, kind)  # described, never read: `show` needs no secret value
+        return self._unless_missing(name, lambda: self._client.describe_secret(SecretId=name)) is not None
 
     def get(self, partner_id: str, kind: SecretKind) -> str | None:
+        name = self.name(partner_id, kind)
+        response = self._unless_missing(name, lambda: self._client.get_secret_value(SecretId=name))
+        value = response.get("SecretString") if response is not None else None
+        return value if isinstance(value, str) and value else None
+
+    def _unless_missing(self, name: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """`call()`'s response; None when the secret does not exist; any other failure a `StoreError`."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        name = self.name(partner_id, kind)
         try:
-            value = self._client.get_secret_value(SecretId=name).get("SecretString")
+            return call()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                 return None
             raise self._failure(name, exc) from None
         except BotoCoreError as exc:
             raise self._failure(name, exc) from None
-        return value if isinstance(value, str) and value else None
 
     def put(self, partner_id: str, kind: SecretKind, value: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
