@@ -138,6 +138,14 @@ def test_since_and_partner_narrow_the_window(source):
     assert rows["acme"][:6] == ["acme", "3", "2", "66.7%", "100", "300"]
 
 
+def test_an_event_filter_counts_that_events_attempts_from_either_source(source):
+    code, out, _ = cli(["deliveries", "--stats", "--event", "deal.created", *source])
+    assert code == 0
+    assert table(out)["carmart"][:3] == ["carmart", "1", "1"]
+    code, out, err = cli(["deliveries", "--stats", "--event", "offer.created", *source])
+    assert code == 0 and "0 attempt(s)" in err
+
+
 @pytest.mark.parametrize("flag", [["--status", "failed"], ["--event-id", "e1"], ["--limit", "5"]])
 def test_list_only_filters_are_refused_with_stats(log_file, flag):
     code, out, err = cli(["deliveries", "--stats", "--log", str(log_file), *flag])

@@ -304,6 +304,22 @@ def test_a_filtered_redrive_moves_exactly_the_matching_deliveries_and_leaves_the
     ]
 
 
+def test_a_pass_that_outlasts_the_hold_stops_with_exit_1_and_loses_nothing(stack, monkeypatch):
+    """Messages left behind are hidden while the pass reads on; one that comes back anyway means
+    the pass may not have read the whole queue: it says so and exits 1, it does not report success."""
+    from distiller_tools.ops import redrive as redrive_module
+
+    monkeypatch.setattr(redrive_module, "HOLD_SECONDS", 0)  # a hold that has already run out
+    put_mixed(stack)
+
+    code, out, err = cli(["dlq", "redrive", "--queue-url", stack.urls["delivery-dlq"], "--partner", "nobody"])
+
+    assert code == 1, err
+    assert "came back before the pass ended" in err
+    assert json.loads(out)["moved"] == 0
+    assert len(stack.drain("delivery-dlq")) == 7  # nothing moved, nothing lost
+
+
 def test_a_dry_run_counts_per_partner_and_event_and_moves_nothing(stack):
     put_mixed(stack)
 

@@ -134,6 +134,35 @@ def test_local_show_list_set_disable_enable(partners_file):
     assert code == 2 and "no partner 'nobody'" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["show", "acme-motors"],
+        ["set", "acme-motors", "--events", "deal.*"],
+        ["disable", "acme-motors"],
+        ["rotate-secret", "acme-motors"],
+        ["test", "acme-motors", "--event", "deal.created", "--allow-private-endpoints"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_hand_edited_record_of_the_wrong_shape_is_named_not_a_traceback(partners_file, argv):
+    records = json.loads(partners_file.read_text(encoding="utf-8"))
+    records[0]["webhook"] = "https://acme-motors.example/hooks"  # a string where an object belongs
+    partners_file.write_text(json.dumps(records), encoding="utf-8")
+    before = partners_file.read_bytes()
+
+    code, _, err = run([*argv, "--partners-file", str(partners_file)])
+
+    assert code == 2, err
+    assert "'acme-motors'.webhook: expected an object, got str" in err
+    assert "Traceback" not in err and partners_file.read_bytes() == before
+
+
+def test_a_test_ping_names_one_event_not_a_wildcard(partners_file):
+    code, _, err = run(["test", "acme-motors", "--event", "deal.*", "--partners-file", str(partners_file)])
+    assert code == 2 and "a test sends one event: name it exactly" in err
+
+
 def test_set_refuses_a_stored_record_with_an_unknown_key(partners_file):
     records = json.loads(partners_file.read_text(encoding="utf-8"))
     records[0]["webhookRetries"] = 5

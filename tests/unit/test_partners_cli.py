@@ -248,4 +248,8 @@ def test_unknown_event_refused_by_test_before_any_store_is_opened():
     err = io.StringIO()
     code = main(["test", "acme", "--event", "deal.*", "--partners-file", "/nonexistent/p.json"], io.StringIO(), err)
     assert code == 2
-    assert "--event: 'deal.*' matches no catalog event" in err.getvalue()
+    assert "--event: 'deal.*': a test sends one event: name it exactly" in err.getvalue()
+    err = io.StringIO()
+    argv = ["test", "acme", "--event", "dael.created", "--partners-file", "/nonexistent/p.json"]
+    code = main(argv, io.StringIO(), err)
+    assert code == 2 and "--event: 'dael.created'" in err.getvalue()

@@ -89,3 +89,57 @@ def test_a_forked_child_keeps_deadlines_with_its_own_thread(connected):
     os.close(reader)
 
     assert answer == b"1"
+
+
+def test_a_failed_thread_start_is_retried_on_the_next_attempt(connected, monkeypatch):
+    ours, theirs = connected
+    deadlines = _Deadlines()
+    real_start = threading.Thread.start
+    calls = []
+
+    def start_once_failing(thread: threading.Thread) -> None:
+        calls.append(thread.name)
+        if len(calls) == 1:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once_failing)
+    with pytest.raises(RuntimeError), _Watchdog(WAIT, deadlines):
+        pass
+    watch = _Watchdog(0.05, deadlines)
+    with watch:
+        watch.connection = SimpleNamespace(sock=ours)
+        assert theirs.recv(1) == b""  # the second arm started the thread, which cut the late attempt
+
+    assert watch.fired and calls == ["sender-deadlines", "sender-deadlines"]
+
+
+def test_the_watchdog_is_disarmed_before_the_connection_goes_back_to_the_pool():
+    """Once released, the pool may hand the connection to another attempt: a late deadline must not cut it."""
+    from distiller.deliver.sender import _read_excerpt
+
+    order: list[str] = []
+
+    class Response:
+        def __init__(self) -> None:
+            self.chunks = [b'{"ok":true}', b""]
+
+        def read(self, size: int) -> bytes:
+            return self.chunks.pop(0)
+
+        def close(self) -> None:
+            order.append("close")
+
+        def release_conn(self) -> None:
+            order.append("release")
+
+    def finish() -> bool:
+        order.append("finish")
+        return False
+
+    assert _read_excerpt(Response(), float("inf"), finish) == '{"ok":true}'  # type: ignore[arg-type]
+    assert order == ["finish", "release"]  # a clean, complete body keeps its connection
+
+    order.clear()
+    fired_first = _read_excerpt(Response(), float("inf"), lambda: order.append("finish") or True)  # type: ignore[arg-type]
+    assert fired_first == '{"ok":true}' and order == ["finish", "close", "release"]  # cut: never reused

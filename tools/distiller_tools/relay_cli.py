@@ -19,6 +19,7 @@ from typing import IO, Any, TextIO
 from pymongo.errors import PyMongoError
 
 from distiller.adapters.checkpoints import MongoCheckpointStore
+from distiller.adapters.file_links import FileLinks
 from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.queues import DeadLetters, MessageQueue, OutgoingMessage, region_of
 from distiller.core.clock import parse_instant, utc_now
@@ -129,6 +130,13 @@ def _register_replay(subparsers: Any) -> None:
         help="replay deliveries, not changes: send the matching ones to this SQS delivery queue "
         "(with --partner/--event and no queue: delivery messages as JSON Lines on stdout)",
     )
+    cmd.add_argument(
+        "--documents-bucket",
+        metavar="BUCKET",
+        help="with a delivery replay: sign document links as the Distiller does (without it, deliveries "
+        "carrying documents are reported and not sent)",
+    )
+    cmd.add_argument("--documents-prefix", default="", metavar="PREFIX", help="key prefix of the documents")
     cmd.add_argument(
         "--dry-run",
         action="store_true",
@@ -291,9 +299,9 @@ def run_replay(
             file=stderr,
         )
         return 2
+    deliveries: DeliveryReplay | None = None
     try:
         database = (open_database or _open_database)(args.mongo_uri, args.database)
-        deliveries: DeliveryReplay | None = None
         sink: MessageQueue | IO[str]
         if by_delivery or args.dry_run:
             deliveries = DeliveryReplay(
@@ -303,12 +311,15 @@ def run_replay(
                 out=_sqs_queue(args.delivery_queue_url) if args.delivery_queue_url and not args.dry_run else None,
                 lines=stdout,
                 dry_run=args.dry_run,
+                file_links=_file_links(args.documents_bucket, args.documents_prefix),
             )
             sink = deliveries
         else:
             sink = _make_sink(args.queue_url, stdout)
         result = replay(database, args.since, args.after_token, until, sink, collections=collections)
     except (RelayError, PyMongoError, LookupFailure) as exc:
+        for problem in deliveries.problems if deliveries is not None else ():  # why its changes failed
+            print(f"replay: {' '.join(problem.split())}", file=stderr)
         prefix = "" if isinstance(exc, RelayError) else "replay: "
         return _stream_failure(prefix, exc, stderr)
     if deliveries is not None:
@@ -320,6 +331,16 @@ def run_replay(
         file=stderr,
     )
     return 0
+
+
+def _file_links(bucket: str | None, prefix: str) -> FileLinks | None:
+    """Document links signed with this machine's AWS credentials, as the Distiller signs them."""
+    if not bucket:
+        return None
+    import boto3
+    from botocore.config import Config
+
+    return FileLinks(boto3.client("s3", config=Config(signature_version="s3v4")), bucket, prefix)
 
 
 def _delivery_summary(

@@ -117,7 +117,7 @@ def list_logged_deliveries(
     return [a.entry for a in matching[:limit]]
 
 
-STATS_FIELDS = {"partnerId": 1, "status": 1, "attemptedAt": 1, "latencyMs": 1, "error": 1, "_id": 1}
+STATS_FIELDS = {"partnerId": 1, "event": 1, "status": 1, "attemptedAt": 1, "latencyMs": 1, "error": 1, "_id": 1}
 """What `--stats` reads of each attempt: never the payload or the partner's response."""
 ERROR_WIDTH = 60
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import IO
 
+from distiller.adapters.file_links import FileLinks
 from distiller.adapters.queues import MessageQueue, OutgoingMessage
 from distiller.core.clock import iso_utc
 from distiller.core.lookups import Lookups
@@ -45,6 +46,8 @@ class DeliveryReplay:
     lines: IO[str] | None = None
     dry_run: bool = False
     payloads: PayloadStore | None = None
+    file_links: FileLinks | None = None
+    """Signs document links as the Distiller does; without it a delivery carrying documents is not sent."""
     changes: int = 0
     sent: int = 0
     not_matching: int = 0
@@ -60,7 +63,7 @@ class DeliveryReplay:
                 owners.append(index)
         self.changes += len(messages)
         outgoing: list[tuple[int, DeliveryMessage]] = []
-        for owner, outcome in zip(owners, distill(items, self.lookups), strict=True):
+        for owner, outcome in zip(owners, distill(items, self.lookups, file_links=self.file_links), strict=True):
             if isinstance(outcome, RecordError):
                 self._problem(str(outcome))
                 continue
@@ -68,6 +71,13 @@ class DeliveryReplay:
             for delivery in outcome.deliveries:
                 if not self.only.matches_delivery(delivery.partner_id, delivery.event):
                     self.not_matching += 1
+                    continue
+                if self.file_links is None and not self.dry_run and delivery.payload.get("documents"):
+                    # unsigned links (null signedUrl) would reach the partner under the original eventId
+                    self._problem(
+                        f"{delivery.event} for {delivery.partner_id} ({delivery.event_id}) carries documents: "
+                        "not sent without --documents-bucket"
+                    )
                     continue
                 self.groups[(delivery.partner_id, delivery.event)] += 1
                 message = DeliveryMessage.from_delivery(delivery, iso_utc(self.now))

@@ -65,6 +65,9 @@ REDRIVE_KINDS: tuple[str, ...] = ("delivery", "ingest", "raw")
 
 RECEIVE_VISIBILITY_SECONDS = 60
 """How long a received dead letter stays hidden while it is sent on and deleted."""
+HOLD_SECONDS = 3600
+"""How long a message the pass leaves behind stays hidden, so a long pass never receives it again
+(all are made visible when the pass ends; a crashed pass's come back after this)."""
 RECEIVE_WAIT_SECONDS = 1
 """Long-poll wait per receive; an empty receive ends the move."""
 MAX_PROBLEMS = 50
@@ -329,12 +332,16 @@ def _move(client: Any, result: RedriveResult, kind: RedriveKind, max_messages: i
                     raise RedriveError(f"{result.source_url}: {_error_text(exc)}") from exc
                 result.stopped = f"receive failed: {_error_text(exc)}"
                 return
+            if not received:
+                return  # an empty receive: the queue holds nothing more to read
             fresh = [m for m in received if m["MessageId"] not in left]
             for message in received:
                 if message["MessageId"] in left:
                     left[message["MessageId"]] = message["ReceiptHandle"]
-            if not fresh:
+            if not fresh:  # only messages left behind came back: the pass outlasted their hold
+                result.stopped = "messages left behind came back before the pass ended: run it again for the rest"
                 return
+            already_left = set(left)
 
             batch: list[dict[str, Any]] = []
             bodies: list[str] = []
@@ -366,6 +373,8 @@ def _move(client: Any, result: RedriveResult, kind: RedriveKind, max_messages: i
                     continue
                 bodies.append(body)
                 batch.append(message)
+            newly_left = [handle for message_id, handle in left.items() if message_id not in already_left]
+            _make_visible(client, result.source_url, newly_left, after_seconds=HOLD_SECONDS)
             if not batch:
                 continue
             taken += len(batch)

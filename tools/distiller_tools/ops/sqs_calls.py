@@ -60,11 +60,12 @@ def send(client: Any, url: str, bodies: list[str]) -> dict[int, str]:
     return failed
 
 
-def make_visible(client: Any, url: str, handles: list[str]) -> None:
-    """Messages left behind are visible again at once, not after the receive's visibility timeout."""
+def make_visible(client: Any, url: str, handles: list[str], after_seconds: int = 0) -> None:
+    """Messages left behind are visible again at once (or after `after_seconds`: `hold`), not after the
+    receive's visibility timeout."""
     for start in range(0, len(handles), 10):
         entries = [
-            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": after_seconds}
             for i, handle in enumerate(handles[start : start + 10])
         ]
         try:

@@ -18,7 +18,7 @@ from typing import IO, Any, TextIO
 from urllib.parse import urlsplit
 
 from distiller.adapters.secrets import DEFAULT_PREFIX
-from distiller.core.partners import partner_from_record
+from distiller.core.partners import PartnerRecordError, partner_from_record
 from distiller.core.routing import matching_subscription
 from distiller.deliver.ssrf import Resolver, system_resolver
 from distiller_tools.partners import records, stores
@@ -161,6 +161,12 @@ def _existing(store: PartnerStore, partner_id: str) -> dict[str, Any]:
     record = store.get(partner_id)
     if record is None:
         raise InputError(f"no partner {partner_id!r} in {store.where}")
+    webhook = record.get("webhook")
+    if webhook is not None and not isinstance(webhook, dict):  # a hand-edited record: say so, don't crash
+        raise InputError(
+            f"{store.where}: partner {partner_id!r}.webhook: expected an object, got {type(webhook).__name__}: "
+            "fix the record by hand"
+        )
     return record
 
 
@@ -360,6 +366,8 @@ def _rotation_note(kind: SecretKind, local: bool) -> str:
 
 @_guarded
 def run_test(args: argparse.Namespace, stdout: IO[str], stderr: IO[str], deps: Dependencies) -> int:
+    if "*" in args.event:
+        raise InputError(f"--event: {args.event!r}: a test sends one event: name it exactly (e.g. deal.created)")
     if args.event not in records.catalog_events():
         raise InputError(f"--event: {records.unknown_event(args.event, records.catalog_events())}")
     partner_store, secrets_store = open_stores(args, deps)
@@ -372,7 +380,10 @@ def run_test(args: argparse.Namespace, stdout: IO[str], stderr: IO[str], deps: D
         raise InputError(
             f"no webhook secret at {secrets_store.name(args.partner_id, 'webhook')} (`partners rotate-secret`)"
         )
-    partner = partner_from_record(record)
+    try:
+        partner = partner_from_record(record)
+    except PartnerRecordError as exc:  # a hand-edited record the stack would skip
+        raise InputError(f"{partner_store.where}: {exc}") from None
     if matching_subscription(partner.events, args.event) is None or not partner.active:
         why = "inactive" if not partner.active else f"not subscribed to {args.event} (events: {list(partner.events)})"
         print(f"partners: note: {args.partner_id!r} is {why}; the stack would not send it this event", file=stderr)

@@ -140,7 +140,7 @@ class PartnersFile:
         if i is None:
             return None
         record = records[i]
-        value = (record.get("webhook") or {}).get("secret") if kind == "webhook" else record.get("sharedSecret")
+        value = _webhook_of(record, self.where).get("secret") if kind == "webhook" else record.get("sharedSecret")
         return value if isinstance(value, str) and value else None
 
     def set_secret(self, partner_id: str, kind: SecretKind, value: str) -> None:
@@ -149,10 +149,24 @@ class PartnersFile:
         if i is None:
             raise StoreError(f"{self.where}: no partner {partner_id!r} to hold the secret")
         if kind == "webhook":
-            records[i]["webhook"] = {**(records[i].get("webhook") or {}), "secret": value}
+            records[i]["webhook"] = {**_webhook_of(records[i], self.where), "secret": value}
         else:
             records[i]["sharedSecret"] = value
         self._write(records)
+
+
+def _webhook_of(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stored record's `webhook` object ({} when absent); a hand-edited one of another type is a
+    `StoreError` naming it, not a crash."""
+    webhook = record.get("webhook")
+    if webhook is None:
+        return {}
+    if not isinstance(webhook, dict):
+        raise StoreError(
+            f"{where}: partner {record.get('partnerId')!r}.webhook: expected an object, "
+            f"got {type(webhook).__name__}: fix the record by hand"
+        )
+    return webhook
 
 
 class PartnersFileSecrets:

@@ -9,6 +9,8 @@ reaches the next retry, whatever the cache's age. Values are never logged.
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
@@ -25,25 +27,40 @@ class SecretUnavailable(RuntimeError):
 
 
 class PartnerSecrets:
-    def __init__(self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 3600) -> None:
+    def __init__(
+        self, prefix: str = DEFAULT_PREFIX, max_age_seconds: int = 3600, refresh_interval_seconds: float = 60.0
+    ) -> None:
         self.prefix = prefix
         self.max_age_seconds = max_age_seconds
+        self.refresh_interval_seconds = refresh_interval_seconds
         self._stale: set[str] = set()
+        self._refreshed_at: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def name_for(self, partner_id: str) -> str:
         return f"{self.prefix}{partner_id}{WEBHOOK_SECRET_SUFFIX}"
 
     def forget(self, partner_id: str) -> None:
-        """The partner refused our signature: read its secret afresh on the next attempt."""
-        self._stale.add(partner_id)
+        """The partner refused our signature: read its secret afresh on the next attempt, at most once
+        per `refresh_interval_seconds` (an endpoint refusing everything must not cost a call per attempt)."""
+        with self._lock:
+            last = self._refreshed_at.get(partner_id)
+            if last is None or time.monotonic() - last >= self.refresh_interval_seconds:
+                self._stale.add(partner_id)
 
     def webhook_secret(self, partner_id: str) -> str:
         name = self.name_for(partner_id)
-        stale = partner_id in self._stale
+        with self._lock:  # taken before the fetch, so a refusal seen meanwhile marks it again
+            stale = partner_id in self._stale
+            self._stale.discard(partner_id)
+            if stale:
+                self._refreshed_at[partner_id] = time.monotonic()
         try:
             value = parameters.get_secret(name, max_age=self.max_age_seconds, force_fetch=stale)
-            self._stale.discard(partner_id)
         except GetParameterError as exc:
+            if stale:
+                with self._lock:
+                    self._stale.add(partner_id)  # still to be read afresh
             raise SecretUnavailable(f"secret {name} could not be read") from exc
         if not isinstance(value, str) or not value:
             raise SecretUnavailable(f"secret {name} is empty or not text")

@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,8 +108,13 @@ class _Watchdog:
         self._deadlines.arm(self, time.monotonic() + self.seconds)
         return self
 
+    def finish(self) -> bool:
+        """Disarm before the connection goes back to the pool (another attempt may take it at once);
+        whether the deadline had already fired."""
+        return self._deadlines.disarm(self)
+
     def __exit__(self, *exc: object) -> None:
-        self._deadlines.disarm(self)
+        self.finish()
         _active.watch = None
 
     def fire(self) -> None:
@@ -138,15 +144,19 @@ class _Deadlines:
     def arm(self, watch: _Watchdog, deadline: float) -> None:
         with self._changed:
             heapq.heappush(self._heap, (deadline, next(self._order), watch))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sender-deadlines", daemon=True)
-                self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                # Kept only once started: a failed start (or a thread that died) is retried on the next arm.
+                thread = threading.Thread(target=self._run, name="sender-deadlines", daemon=True)
+                thread.start()
+                self._thread = thread
             if self._heap[0][2] is watch:  # a new earliest deadline: the thread must wake sooner
                 self._changed.notify()
 
-    def disarm(self, watch: _Watchdog) -> None:
+    def disarm(self, watch: _Watchdog) -> bool:
+        """The attempt is over: its socket is never touched again. Whether the deadline fired first."""
         with self._changed:
             watch.done = True
+            return watch.fired
 
     def _run(self) -> None:
         with self._changed:
@@ -160,7 +170,10 @@ class _Deadlines:
                 _, _, watch = heapq.heappop(self._heap)
                 # Under the lock, so once `disarm` returned the socket is never touched again.
                 watch.fired = watch.done = True
-                watch.fire()
+                try:
+                    watch.fire()
+                except Exception:  # never let one watchdog end the thread that keeps every deadline
+                    logger.exception("cutting a late webhook attempt failed")
 
 
 _DEADLINES = _Deadlines()
@@ -208,7 +221,7 @@ class WebhookSender:
         try:
             deadline = time.monotonic() + self.timeout_seconds
             with _Watchdog(self.timeout_seconds) as watchdog:
-                result = self._exchange(pool, endpoint, headers, body, deadline)
+                result = self._exchange(pool, endpoint, headers, body, deadline, watchdog)
         finally:
             slots.release()
         if watchdog.fired:  # whatever was read, the answer was not complete within the budget
@@ -222,6 +235,7 @@ class WebhookSender:
         headers: dict[str, str],
         body: bytes,
         deadline: float,
+        watchdog: _Watchdog,
     ) -> SendResult:
         try:
             response = pool.urlopen(
@@ -245,7 +259,7 @@ class WebhookSender:
         except (ProtocolError, HTTPError, OSError) as exc:
             return SendResult(False, error=f"connection error: {_reason(exc)}")
 
-        excerpt = _read_excerpt(response, deadline)
+        excerpt = _read_excerpt(response, deadline, watchdog.finish)
         status = response.status
         if 200 <= status < 300:
             return SendResult(True, status, excerpt)
@@ -298,8 +312,12 @@ def header_problem(headers: dict[str, str]) -> str | None:
     return None
 
 
-def _read_excerpt(response: urllib3.BaseHTTPResponse, deadline: float) -> str | None:
-    """Read at most EXCERPT_BYTES of the body, stopping at the deadline; keep the connection if clean."""
+def _read_excerpt(response: urllib3.BaseHTTPResponse, deadline: float, finish: Callable[[], bool]) -> str | None:
+    """Read at most EXCERPT_BYTES of the body, stopping at the deadline; keep the connection if clean.
+
+    `finish` disarms the attempt's watchdog before the connection is released: once released, the
+    pool may hand it to another attempt, whose socket a late deadline must never cut.
+    """
     chunks: list[bytes] = []
     read = 0
     complete = False
@@ -313,8 +331,8 @@ def _read_excerpt(response: urllib3.BaseHTTPResponse, deadline: float) -> str | 
             read += len(chunk)
     except (HTTPError, OSError):
         complete = False
-    if not complete:
-        response.close()  # unread or broken body: this connection must not carry the next delivery
+    if finish() or not complete:  # cut by the deadline, or an unread or broken body:
+        response.close()  # this connection must not carry the next delivery
     response.release_conn()  # always give the slot back (a closed connection reconnects on next use)
     text = b"".join(chunks).decode("utf-8", errors="replace")
     return text or None
