@@ -10,14 +10,13 @@ import argparse
 import datetime as dt
 import io
 import json
-from pathlib import Path
 
 import mongomock
 import pytest
 
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.core.lookups import PARTNERS_COLLECTION
-from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_line
+from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt
 from distiller_tools import ops
 from distiller_tools.ops import cli as ops_cli
 from distiller_tools.ops.deliveries import percentile
@@ -78,23 +77,6 @@ def collection():
         ]
     )
     return database[DELIVERIES_COLLECTION]
-
-
-@pytest.fixture
-def log_file(tmp_path: Path, collection) -> Path:
-    path = tmp_path / "run.log"
-    with open(path, "w", encoding="utf-8") as handle:
-        for doc in collection.find({}, sort=[("attemptedAt", 1), ("_id", 1)]):
-            handle.write(json.dumps(log_line(doc), default=str) + "\n")
-    return path
-
-
-@pytest.fixture(params=["log", "mongo"])
-def source(request, log_file, collection, monkeypatch) -> list[str]:
-    if request.param == "log":
-        return ["--log", str(log_file)]
-    monkeypatch.setattr(ops_cli, "_open_collection", lambda uri, database: collection)
-    return ["--mongo-uri", "mongodb://db.example:27017"]
 
 
 def table(out: str) -> dict[str, list[str]]:

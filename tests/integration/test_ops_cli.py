@@ -12,7 +12,6 @@ import datetime as dt
 import io
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -26,7 +25,7 @@ from distiller.adapters.queues import OutgoingMessage, SqsQueue
 from distiller.core.partners import Partner
 from distiller.core.pipeline import distill
 from distiller.deliver.dispatch import Dispatcher, RetrySchedule
-from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt, log_line
+from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.sender import SendResult
 from distiller.ingest.sources import change_events_from_text
@@ -550,25 +549,6 @@ def collection():
     for a in ATTEMPTS:
         MongoDeliveryLog(collection).record(a)
     return collection
-
-
-@pytest.fixture
-def log_file(tmp_path: Path, collection) -> Path:
-    """Written exactly as `distiller run --log` writes it."""
-    path = tmp_path / "run.log"
-    with open(path, "w", encoding="utf-8") as handle:
-        for doc in collection.find({}, sort=[("attemptedAt", 1), ("_id", 1)]):
-            handle.write(json.dumps(log_line(doc), default=str) + "\n")
-    return path
-
-
-@pytest.fixture(params=["log", "mongo"])
-def source(request, log_file, collection, monkeypatch) -> list[str]:
-    """The command-line source of the log: --log FILE, or --mongo-uri (served by mongomock)."""
-    if request.param == "log":
-        return ["--log", str(log_file)]
-    monkeypatch.setattr(ops_cli, "_open_collection", lambda uri, database: collection)
-    return ["--mongo-uri", "mongodb://db.example:27017"]
 
 
 def numbers(out: str) -> list[int]:
