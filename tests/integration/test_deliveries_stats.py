@@ -6,9 +6,7 @@ beside it) or a `distiller run --log` file written from the same attempts.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import io
 import json
 
 import mongomock
@@ -17,9 +15,9 @@ import pytest
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.core.lookups import PARTNERS_COLLECTION
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt
-from distiller_tools import ops
 from distiller_tools.ops import cli as ops_cli
 from distiller_tools.ops.deliveries import percentile
+from tests.integration.test_ops_cli import cli
 
 T0 = dt.datetime(2025, 3, 14, 12, 0, tzinfo=dt.UTC)
 
@@ -47,19 +45,6 @@ ATTEMPTS = [
     attempt(4, "acme", "failed", 300, error="connection refused\n  by  hooks.example " + "x" * 200),
     attempt(5, "carmart", "delivered", 50),
 ]
-
-
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distiller")
-    ops.register(parser.add_subparsers(dest="command"))
-    return parser
-
-
-def cli(argv: list[str]) -> tuple[int, str, str]:
-    args = parser().parse_args(argv)
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code = args.run(args, io.StringIO(), stdout, stderr)
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.fixture

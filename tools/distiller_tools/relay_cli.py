@@ -36,6 +36,7 @@ from distiller.relay.stream import (
     parse_start_at,
     parse_token,
 )
+from distiller_tools.mongo import open_database
 from distiller_tools.ops.cli import add_filter_arguments
 from distiller_tools.ops.delivery_replay import DeliveryReplay
 from distiller_tools.ops.dlq_filter import delivery_filter, summary_lines
@@ -236,13 +237,7 @@ class PrintedDeadLetters:
 
 
 def _open_database(uri: str, database: str, appname: str = "trigger-distiller-replay") -> Any:
-    from pymongo import MongoClient
-
-    options: dict[str, Any] = {"tz_aware": True, "appname": appname}
-    if "serverselectiontimeoutms" not in uri.lower():  # the URI's own choice wins
-        options["serverSelectionTimeoutMS"] = 10_000
-    client: MongoClient = MongoClient(uri, **options)
-    return client[database]
+    return open_database(uri, database, appname)
 
 
 def _checked_source(verb: str, args: argparse.Namespace, stderr: IO[str]) -> list[str] | None:

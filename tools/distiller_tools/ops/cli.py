@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError
 from distiller.core.clock import parse_instant
 from distiller.core.lookups import PARTNERS_COLLECTION
 from distiller.deliver.log import DELIVERIES_COLLECTION, DELIVERY_STATUSES
+from distiller_tools.mongo import open_database
 from distiller_tools.ops.deliveries import (
     LogFileError,
     list_deliveries,
@@ -40,7 +41,7 @@ def _iso_argument(text: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -90,7 +91,7 @@ def register(subparsers: Any) -> None:
         help="what the queue holds (default: from its name, *-delivery-dlq or *-ingest-dlq); "
         "raw moves bodies unchanged",
     )
-    redrive_cmd.add_argument("--max", type=_positive_int, metavar="N", help="move at most N messages")
+    redrive_cmd.add_argument("--max", type=positive_int, metavar="N", help="move at most N messages")
     redrive_cmd.add_argument("--endpoint-url", metavar="URL", help="SQS endpoint (local emulators)")
     redrive_cmd.add_argument(
         "--no-move-task", action="store_true", help="always receive/send/delete, never StartMessageMoveTask"
@@ -123,7 +124,7 @@ def register(subparsers: Any) -> None:
         "--until", type=_iso_argument, metavar="ISO", help="only attempts at or before this time (no offset: UTC)"
     )
     deliveries.add_argument("--event-id", metavar="ID", help="only attempts of this eventId")
-    deliveries.add_argument("--limit", type=_positive_int, metavar="N", help="at most N (default 100)")
+    deliveries.add_argument("--limit", type=positive_int, metavar="N", help="at most N (default 100)")
     source = deliveries.add_mutually_exclusive_group(required=True)
     source.add_argument("--mongo-uri", metavar="URI", help="the database holding the delivery log")
     source.add_argument("--log", metavar="FILE", help="JSON Lines written by `distiller run --log`")
@@ -206,10 +207,7 @@ def run_redrive(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr
 
 
 def _open_collection(uri: str, database: str) -> Any:
-    from pymongo import MongoClient
-
-    client: Any = MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
-    return client[database][DELIVERIES_COLLECTION]
+    return open_database(uri, database, "trigger-distiller-ops")[DELIVERIES_COLLECTION]
 
 
 def _from_delivery_log[T](

@@ -25,6 +25,8 @@ from distiller.core.routing import (
     scope_decision,
 )
 from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, log_line
+from distiller_tools.mongo import open_database
+from distiller_tools.ops.cli import positive_int
 from distiller_tools.partners.records import InputError, check_partner_id
 from distiller_tools.partners.stores import MongoPartners, StoreError
 
@@ -218,13 +220,6 @@ def render_text(answer: dict[str, Any]) -> str:
 # -- command line ---------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add `explain` to the `distiller` command's subparsers."""
     command = subparsers.add_parser(
@@ -242,17 +237,14 @@ def register(subparsers: Any) -> None:
     for option, collection in ENTITY_OPTIONS.items():
         which.add_argument(f"--{option}", metavar="ID", help=f"a document of {collection}")
     which.add_argument("--event-id", metavar="ID", help="the attempts of this eventId and the entity they name")
-    command.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="at most N attempts (default 50)")
+    command.add_argument("--limit", type=positive_int, default=50, metavar="N", help="at most N attempts (default 50)")
     command.add_argument("--json", action="store_true", help="one JSON document instead of text")
     command.set_defaults(run=run_explain)
 
 
 def _open_database(uri: str, database: str) -> Any:
     """The database at `uri` (the seam tests replace with mongomock)."""
-    from pymongo import MongoClient
-
-    client: Any = MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
-    return client[database]
+    return open_database(uri, database, "trigger-distiller-explain")
 
 
 def run_explain(args: argparse.Namespace, stdin: TextIO, stdout: IO[str], stderr: IO[str]) -> int:

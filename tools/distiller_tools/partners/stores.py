@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 from distiller.adapters.secrets import DEFAULT_PREFIX, SHARED_SECRET_SUFFIX, WEBHOOK_SECRET_SUFFIX
 from distiller.core.lookups import PARTNERS_COLLECTION
+from distiller_tools.mongo import open_database
 
 SecretKind = Literal["webhook", "shared"]
 SECRET_KINDS: tuple[SecretKind, ...] = ("webhook", "shared")
@@ -283,10 +284,7 @@ class SecretsManagerSecrets:
 
 def mongo_collection(uri: str, database: str) -> Any:
     """The partners collection at `uri` (a seam the tests replace with mongomock)."""
-    from pymongo import MongoClient
-
-    client: Any = MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
-    return client[database][PARTNERS_COLLECTION]
+    return open_database(uri, database, "trigger-distiller-partners")[PARTNERS_COLLECTION]
 
 
 def secrets_client(region: str | None) -> Any:

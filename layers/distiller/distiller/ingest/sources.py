@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distiller.core import ejson
-from distiller.core.lazy_ejson import ExtendedJSONError, loads_change_line, loads_lazy
+from distiller.core.lazy_ejson import ExtendedJSONError, loads_change_line
 from distiller.core.model import ChangeEvent, RecordError
 
 EVENTBRIDGE_DETAIL_TYPE_PREFIX = "MongoDB Database Trigger for "
@@ -27,13 +27,9 @@ class SourceError(ValueError):
     """A record that is not a recognisable change event; the message names the field."""
 
 
-def parse_json(text: str | bytes, *, lazy: bool = False) -> Any:
-    """Parse JSON or Extended JSON text, raising `SourceError` with the parser's reason.
-
-    `lazy`: change-event documents are decoded field by field when read (`lazy_ejson`), so a
-    malformed wrapper in a field nobody reads no longer rejects the record.
-    """
-    return _decoding(loads_lazy if lazy else ejson.loads, text)
+def parse_json(text: str | bytes) -> Any:
+    """Parse JSON or Extended JSON text, raising `SourceError` with the parser's reason."""
+    return _decoding(ejson.loads, text)
 
 
 def decode_ejson(value: Any) -> Any:
@@ -59,7 +55,7 @@ def _decoding(decode: Any, value: Any) -> Any:
 def change_events_from_text(
     text: str | bytes, origin: str, *, lazy: bool = False
 ) -> Iterator[ChangeEvent | RecordError]:
-    """Parse one JSON (Lines) record of any accepted shape (`lazy`: see `parse_json`)."""
+    """Parse one JSON (Lines) record of any accepted shape (`lazy`: see `change_events_in_text`)."""
     return iter(change_events_in_text(text, origin, lazy=lazy))
 
 
@@ -67,6 +63,9 @@ def change_events_in_text(text: str | bytes, origin: str, *, lazy: bool = False)
     """`change_events_from_text` as a list, with the two one-event shapes (a raw change, an
     EventBridge event) built here rather than through `change_events_from`'s generators: the
     same checks in the same order, without the calls that showed per event.
+
+    `lazy`: read with `lazy_ejson.loads_change_line`: documents are decoded field by field when
+    read, so a malformed wrapper in a field nobody reads no longer rejects the record.
     """
     try:
         obj = _decoding(loads_change_line if lazy else ejson.loads, text)
