@@ -52,11 +52,13 @@ def api(tmp_path_factory):
                 delivery("acme-motors", "deal.created", "delivered", "2026-04-21T10:00:00.000Z", 1, ACME_DEAL),
                 delivery("acme-motors", "deal.completed", "failed", "2026-04-21T11:00:00.000Z", 2, ACME_DEAL),
                 delivery("carmart", "listing.created", "delivered", "2026-04-21T12:00:00.000Z", 3, CARMART_LISTING),
+                # held for a paused partner: the operators' status, not one the spec's enum has
+                delivery("acme-motors", "deal.completed", "held", "2026-04-21T13:00:00.000Z", 4, ACME_DEAL),
             ]
         )
         + "\n"
     )
-    assert load_deliveries(database, log) == 3
+    assert load_deliveries(database, log) == 4
     replays: list[str] = []
 
     class Sink:
@@ -184,6 +186,10 @@ def test_deliveries_are_the_partners_own_with_filters(api):
     assert status == 200
     assert [d["event"] for d in body["data"]] == ["deal.completed", "deal.created"]  # newest first
     assert {d["partnerId"] for d in body["data"]} == {"acme-motors"}
+    # A held entry is not shown: partners parse the spec's three statuses.
+    assert body["_meta"]["total"] == 2 and {d["status"] for d in body["data"]} == {"delivered", "failed"}
+    assert get(api, "/data/webhook-deliveries/acme-motors?status=held", "acme-motors")[0] == 400
+    assert get(api, f"/data/webhook-deliveries/acme-motors/{4:024x}", "acme-motors")[0] == 404
 
     _, failed = get(api, "/data/webhook-deliveries/acme-motors?status=failed", "acme-motors")
     assert [d["event"] for d in failed["data"]] == ["deal.completed"]

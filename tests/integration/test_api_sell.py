@@ -515,8 +515,8 @@ class FlakyDeals:
     def find_listing(self, vin: str) -> dict[str, Any] | None:
         return self.inner.find_listing(vin)
 
-    def insert_listing(self, listing: dict[str, Any]) -> None:
-        self.inner.insert_listing(listing)
+    def insert_stub(self, listing: dict[str, Any]) -> dict[str, Any]:
+        return self.inner.insert_stub(listing)
 
     def insert_offer(self, offer: dict[str, Any]) -> None:
         if self.failures:
@@ -564,8 +564,8 @@ class GatedDeals:
         assert self.gate.wait(30), "the test never opened the gate"
         return self.inner.find_listing(vin)
 
-    def insert_listing(self, listing: dict[str, Any]) -> None:
-        self.inner.insert_listing(listing)
+    def insert_stub(self, listing: dict[str, Any]) -> dict[str, Any]:
+        return self.inner.insert_stub(listing)
 
     def insert_offer(self, offer: dict[str, Any]) -> None:
         self.inner.insert_offer(offer)
@@ -825,3 +825,74 @@ def test_the_openapi_document_describes_both_routes(api):
     assert set(get["responses"]) == {"302", "400", "401", "403", "409", "429", "503"}
     assert "Location" in get["responses"]["302"]["headers"]
     assert {p["name"] for p in get["parameters"]} >= {"partnerId", "v", "jwt", "ts", "sig", "r", "ro"}
+
+
+class LinedUpDeals:
+    """The real store, letting no caller past `find_listing` until all have looked (none finds a listing)."""
+
+    def __init__(self, inner: MongoDealStore, racers: int) -> None:
+        self.inner = inner
+        self.together = threading.Barrier(racers)
+
+    def find_listing(self, vin: str) -> dict[str, Any] | None:
+        found = self.inner.find_listing(vin)
+        self.together.wait(30)
+        return found
+
+    def insert_stub(self, listing: dict[str, Any]) -> dict[str, Any]:
+        return self.inner.insert_stub(listing)
+
+    def insert_offer(self, offer: dict[str, Any]) -> None:
+        self.inner.insert_offer(offer)
+
+
+def test_concurrent_requests_without_a_key_for_an_unlisted_vin_share_one_stub(api, atomic_inserts):
+    partner = next(p for p in api.runtime.partners() if p.partner_id == BAYSIDE)
+    request = validate_sell(new_vehicle())
+    racers = 4
+    api.services.deals = LinedUpDeals(MongoDealStore(api.database), racers)  # type: ignore[assignment]
+    outcomes: queue.Queue = queue.Queue()
+    threads = [
+        threading.Thread(target=lambda: outcomes.put(initiate(api.services, partner, request, None)))
+        for _ in range(racers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    deals = [outcomes.get(timeout=1)[0]["dealId"] for _ in range(racers)]
+    assert len(set(deals)) == racers  # four deals, as asked
+    [stub] = api.database["seller_listings"].find({"vehicle.vin": NEW_VIN})
+    assert {api.offer(deal)["listingId"] for deal in deals} == {stub["_id"]}
+
+
+def test_a_claimed_stub_not_yet_written_is_written_once_and_used(api):
+    from distiller.api.sell import stub_listing
+
+    stub = stub_listing(validate_sell(new_vehicle()), BAYSIDE, ObjectId(), api.clock.now)
+    store = MongoDealStore(api.database)
+    claimed = {"_id": f"stub:{NEW_VIN}", "listing": stub, "expiresAt": api.clock.now + dt.timedelta(minutes=10)}
+    api.database["dealnow_stub_claims"].insert_one(claimed)  # its claimant died before writing it
+
+    status, body, _ = api.post(BAYSIDE, new_vehicle())
+
+    assert status == 201
+    [written] = api.database["seller_listings"].find({"vehicle.vin": NEW_VIN})
+    assert written["_id"] == stub["_id"] and api.offer(body["dealId"])["listingId"] == stub["_id"]
+    assert store.insert_stub(stub)["_id"] == stub["_id"]  # again: nothing more is written
+    assert api.count("seller_listings", {"vehicle.vin": NEW_VIN}) == 1
+
+
+def test_a_claim_whose_stub_was_sold_meanwhile_gives_way_to_a_new_stub(api):
+    first = api.post(BAYSIDE, new_vehicle())[1]
+    sold = api.offer(first["dealId"])["listingId"]
+    api.database["seller_listings"].update_one({"_id": sold}, {"$set": {"status": "sold"}})
+
+    status, body, _ = api.post(BAYSIDE, new_vehicle())
+
+    assert status == 201
+    fresh = api.offer(body["dealId"])["listingId"]
+    assert fresh != sold and api.count("seller_listings", {"vehicle.vin": NEW_VIN}) == 2
+    claim = api.database["dealnow_stub_claims"].find_one({"_id": f"stub:{NEW_VIN}"})
+    assert claim["listing"]["_id"] == fresh

@@ -14,6 +14,7 @@ import pytest
 
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.core.lookups import PARTNERS_COLLECTION
+from distiller.deliver.health import HELD_REASON
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryAttempt
 from distiller_tools.ops import cli as ops_cli
 from distiller_tools.ops.deliveries import percentile
@@ -44,6 +45,8 @@ ATTEMPTS = [
     attempt(3, "acme", "skipped", None, error="partner is inactive"),
     attempt(4, "acme", "failed", 300, error="connection refused\n  by  hooks.example " + "x" * 200),
     attempt(5, "carmart", "delivered", 50),
+    attempt(6, "carmart", "held", None, error=HELD_REASON),  # paused since: kept, not attempted
+    attempt(7, "carmart", "held", None, error=HELD_REASON),
 ]
 
 
@@ -68,7 +71,8 @@ def table(out: str) -> dict[str, list[str]]:
     lines = out.splitlines()
     header = lines[0].split("  ")
     assert [h.strip() for h in header if h.strip()][:4] == ["PARTNER", "ATTEMPTS", "DELIVERED", "SUCCESS"]
-    return {line.split()[0]: line.split(None, 7) for line in lines[1:]}
+    assert [h.strip() for h in header if h.strip()][6:] == ["HELD", "STATE", "LAST ERROR"]
+    return {line.split()[0]: line.split(None, 8) for line in lines[1:]}
 
 
 def test_stats_count_attempts_rates_latency_percentiles_and_the_last_error(source):
@@ -78,23 +82,42 @@ def test_stats_count_attempts_rates_latency_percentiles_and_the_last_error(sourc
     rows = table(out)
     # acme: 4 attempts (the skip is not one), 2 delivered; latencies 100, 300, 900 (one entry has none)
     assert rows["acme"][:6] == ["acme", "4", "2", "50.0%", "300", "900"]
-    last_error = rows["acme"][7]
+    last_error = rows["acme"][8]
     assert last_error.startswith("connection refused by hooks.example x")  # newest failure, on one line
     assert last_error.endswith("…") and len(last_error) == 60
     assert rows["carmart"][:6] == ["carmart", "1", "1", "100.0%", "50", "50"]
     assert "s3cret" not in out and "hooks.example/x" not in out
-    assert err.strip() == f"deliveries: 5 attempt(s) across {len(rows)} partner(s)"
+    assert (
+        err.strip()
+        == f"deliveries: 5 attempt(s) across {len(rows)} partner(s); 2 held for paused partners (not attempts)"
+    )
+
+
+def test_held_entries_are_counted_apart_from_attempts_and_the_paused_state_is_shown(source):
+    code, out, err = cli(["deliveries", "--stats", *source])
+
+    assert code == 0, err
+    rows = table(out)
+    # carmart: 1 attempt, delivered; its 2 held deliveries are neither attempts nor failures
+    assert rows["carmart"][:7] == ["carmart", "1", "1", "100.0%", "50", "50", "2"]
+    assert rows["carmart"][8] == "-"  # a held entry's reason is not an error
+    assert rows["acme"][6] == "0"
+    if "--mongo-uri" in source:
+        assert rows["carmart"][7] == "paused"
+    code, out, err = cli(["deliveries", "--stats", "--since", "2025-03-14T12:07:00Z", *source])
+    assert table(out)["carmart"][1:7] == ["0", "0", "-", "-", "-", "1"]  # the window applies to held entries too
+    assert err.strip().endswith("; 1 held for paused partners (not attempts)")
 
 
 def test_state_comes_from_the_partner_records_with_mongo_and_is_a_dash_for_a_log(log_file, collection, monkeypatch):
     monkeypatch.setattr(ops_cli, "_open_collection", lambda uri, database: collection)
     _, out, _ = cli(["deliveries", "--stats", "--mongo-uri", "mongodb://db.example:27017"])
-    states = {partner: row[6] for partner, row in table(out).items()}
+    states = {partner: row[7] for partner, row in table(out).items()}
     assert states == {"acme": "active", "carmart": "paused", "oldroad": "inactive"}
     assert table(out)["oldroad"][1:4] == ["0", "0", "-"]  # no attempts: no rate, but listed
 
     _, out, _ = cli(["deliveries", "--stats", "--log", str(log_file)])
-    assert {partner: row[6] for partner, row in table(out).items()} == {"acme": "-", "carmart": "-"}
+    assert {partner: row[7] for partner, row in table(out).items()} == {"acme": "-", "carmart": "-"}
 
 
 def test_since_and_partner_narrow_the_window(source):

@@ -21,6 +21,7 @@ from moto import mock_aws
 
 from distiller.adapters.delivery_log import MongoDeliveryLog
 from distiller.adapters.lookups import MongoLookups
+from distiller.adapters.payload_store import S3PayloadStore
 from distiller.adapters.queues import OutgoingMessage, SqsQueue
 from distiller.core.partners import Partner
 from distiller.core.pipeline import distill
@@ -771,3 +772,29 @@ def test_bad_replay_filters_exit_2_before_reading_the_stream(replay_world, argv,
     assert (code, out) == (2, "")
     assert complaint in err
     assert replay_world.calls == []
+
+
+def test_a_replay_claim_checks_payloads_too_large_for_a_message_with_the_stacks_bucket(replay_world, monkeypatch):
+    monkeypatch.setattr("distiller.deliver.message.INLINE_LIMIT_BYTES", 64)  # every payload is "too large"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="trigger-distiller-test-delivery")["QueueUrl"]
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="claims", CreateBucketConfiguration={"LocationConstraint": REGION})
+
+        code, _, err = replay_cli(replay_world, "--event", "deal.created", "--delivery-queue-url", url)
+        assert code != 0 and "no claim-check bucket is configured" in err  # reported, not sent
+        assert "Messages" not in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+
+        args = ("--event", "deal.created", "--delivery-queue-url", url, "--claim-check-bucket", "claims")
+        code, _, err = replay_cli(replay_world, *args)
+
+        assert code == 0, err
+        got = [
+            DeliveryMessage.from_body(m["Body"])
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        ]
+        assert len(got) == 2 and all(m.payload_ref is not None and m.payload == {} for m in got)
+        loaded = [m.with_payload(S3PayloadStore(s3, "claims")) for m in got]
+        assert {m.payload["eventId"] for m in loaded} == {m.event_id for m in got}

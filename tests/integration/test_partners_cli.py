@@ -6,6 +6,7 @@ Names resolve through a table (`resolver`), never the network; only 127.0.0.1 is
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import threading
@@ -18,9 +19,11 @@ import mongomock
 import pytest
 from moto import mock_aws
 
+from distiller.adapters.endpoint_health import MongoPartnerHealth
 from distiller.adapters.secrets import PartnerSecrets, SecretsManagerSharedSecrets
 from distiller.api.auth import decode_shared_secret
 from distiller.core.partners import partner_from_record
+from distiller.deliver.health import HELD_COLLECTION
 from distiller_tools.local.receiver import WebhookReceiver
 from distiller_tools.partners.cli import NOT_SHOWN_AGAIN, Dependencies, main
 from distiller_tools.world import load_partners
@@ -114,8 +117,12 @@ def test_local_show_list_set_disable_enable(partners_file):
 
     code, out, _ = run(["list", *where])
     assert code == 0
-    assert out.splitlines()[0].split() == ["PARTNER", "ACTIVE", "SCOPE", "URL", "HOST", "EVENTS"]
-    assert "bayside-auto    yes     both          bayside-auto.example    4" in out
+    header, *rows = out.splitlines()
+    assert header.split("  ")[0] == "PARTNER" and [h.strip() for h in header.split("  ") if h.strip()] == [
+        *("PARTNER", "ACTIVE", "STATE", "SCOPE", "URL HOST", "EVENTS", "PAUSED SINCE", "LAST PROBE", "HELD")
+    ]
+    bayside = next(row.split() for row in rows if row.startswith("bayside-auto "))
+    assert bayside == ["bayside-auto", "yes", "active", "both", "bayside-auto.example", "4", "-", "-", "-"]
 
     code, _, err = run(["set", "acme-motors", "--events", "deal.*", "--link-platform", "dealnow", *where])
     assert code == 0, err
@@ -187,6 +194,36 @@ def test_local_rotate_secret_replaces_only_the_chosen_secret(partners_file):
     assert acme["sharedSecret"] == printed_secrets(out)["shared"] and acme["webhook"]["secret"] == new_webhook
 
 
+def test_local_commands_work_on_a_paused_record_and_enable_resumes_it(partners_file):
+    where = ["--partners-file", str(partners_file)]
+    records = json.loads(partners_file.read_text(encoding="utf-8"))
+    pause = {"pausedAt": "2026-04-21T09:30:00.000Z", "reason": "5 consecutive deliveries dead-lettered"}
+    records[0].update(state="paused", health=pause)  # acme-motors, as a hand-copied deployed record
+    partners_file.write_text(json.dumps(records), encoding="utf-8")
+
+    code, out, err = run(["show", "acme-motors", *where])
+    assert code == 0, err
+    assert "state: paused since 2026-04-21T09:30:00.000Z: 5 consecutive deliveries dead-lettered" in out
+    assert "held: the partners file keeps no held deliveries" in out
+    code, out, err = run(["list", *where])
+    assert next(r.split() for r in out.splitlines() if r.startswith("acme-motors "))[2:3] == ["paused"]
+    assert "partners: 'acme-motors' paused since 2026-04-21T09:30:00.000Z" in err
+    assert run(["set", "acme-motors", "--events", "deal.*", *where])[0] == 0
+    assert run(["disable", "acme-motors", *where])[0] == 0
+    acme = next(r for r in load_partners(partners_file) if r["partnerId"] == "acme-motors")
+    assert (acme["state"], acme["active"], acme["webhook"]["events"]) == ("paused", False, ["deal.*"])  # kept
+
+    code, _, err = run(["enable", "acme-motors", *where])
+    assert code == 0, err
+    acme = next(r for r in load_partners(partners_file) if r["partnerId"] == "acme-motors")
+    assert "state" not in acme and acme["active"] is True
+    assert acme["health"]["resumedBy"] == "partners enable" and acme["health"]["resumedAt"].endswith("Z")
+    assert partner_from_record(acme).paused is False
+    assert "'acme-motors' resumed (was paused since" in err and "the partners file keeps no held deliveries" in err
+    code, _, err = run(["enable", "acme-motors", *where])
+    assert code == 0 and "already active and not paused: nothing changed" in err
+
+
 # -- Mongo + Secrets Manager -----------------------------------------------------------------------
 
 
@@ -256,8 +293,62 @@ def test_mongo_show_set_enable_rotate(stack):
     assert sm.get_secret_value(SecretId=name)["SecretString"] == printed_secrets(out)["webhook"]  # put, not create
 
     code, out, _ = run(["list", *MONGO], deps)
-    assert code == 0 and out.splitlines()[1].split() == ["lendco", "no", "both", "hooks.partner.example", "*"]
+    assert code == 0
+    assert out.splitlines()[1].split() == [
+        "lendco",
+        "no",
+        "active",
+        "both",
+        "hooks.partner.example",
+        "*",
+        "-",
+        "-",
+        "0",
+    ]
     assert run(["rotate-secret", "nobody", *MONGO], deps)[0] == 2
+
+
+def test_mongo_show_and_list_show_the_pause_and_the_held_count(stack):
+    deps, database, _ = stack
+    paused_at, probed_at = (
+        dt.datetime(2026, 4, 21, 9, 30, tzinfo=dt.UTC),
+        dt.datetime(2026, 4, 21, 9, 35, tzinfo=dt.UTC),
+    )
+    database["partners"].insert_many(
+        [{"partnerId": p, "active": True, "webhook": {"url": PUBLIC_URL}} for p in ("acme", "lendco")]
+    )
+    health = MongoPartnerHealth(database)  # the stack's own writers of the pause and the probe
+    assert health.pause("acme", "every attempt failed since 2026-04-20T09:30:00.000Z (24 h or more)", paused_at)
+    health.probed("acme", probed_at, "HTTP 503")
+    database[HELD_COLLECTION].insert_many([{"partnerId": "acme", "eventId": f"e{n}"} for n in range(4)])
+
+    code, out, err = run(["show", "acme", *MONGO], deps)
+    assert code == 0, err
+    assert (
+        "state: paused since 2026-04-21T09:30:00.000Z: every attempt failed since 2026-04-20T09:30:00.000Z "
+        "(24 h or more); last probe 2026-04-21T09:35:00.000Z (HTTP 503); deliveries are held, not sent" in out
+    )
+    assert "held: 4 deliveries held (`distiller partners enable acme` resumes at once" in out
+    code, out, _ = run(["show", "lendco", *MONGO], deps)
+    assert "state: active\nheld: 0 deliveries held\n" in out
+
+    code, out, err = run(["list", *MONGO], deps)
+    assert code == 0, err
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["acme"][2:] == [
+        "paused",
+        "both",
+        "hooks.partner.example",
+        "*",
+        "2026-04-21T09:30:00.000Z",
+        "2026-04-21T09:35:00.000Z",
+        "4",
+    ]
+    assert rows["lendco"][2:] == ["active", "both", "hooks.partner.example", "*", "-", "-", "0"]
+    assert "partners: 'acme' paused since 2026-04-21T09:30:00.000Z: every attempt failed" in err
+
+    code, _, err = run(["disable", "acme", *MONGO], deps)
+    assert code == 0 and "4 deliveries held for 'acme' stay held until `distiller partners enable acme`" in err
 
 
 # -- test pings ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ emits (imported from the handler module), so code and dashboard cannot drift apa
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 from pathlib import Path
@@ -17,14 +18,17 @@ import pytest
 import yaml
 
 from distiller.deliver.handler import (
+    HELD_METRIC,
     LATENCY_METRIC,
     PARTNER_DIMENSION,
     PARTNER_METRICS,
     STAGE_DIMENSION,
     SUCCESS_RATE_METRIC,
 )
+from distiller.deliver.health import PAUSED_METRIC, RESUMED_METRIC
 from distiller.deliver.log import DeliveryAttempt
-from distiller.deliver.partner_metrics import PartnerTally, emit_partner_metrics
+from distiller.deliver.partner_metrics import STAGE_DIMENSION as EMITTED_STAGE_DIMENSION
+from distiller.deliver.partner_metrics import PartnerTally, emit_partner_metrics, emit_stage_metric
 from tests.unit.test_template import CfnLoader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,3 +123,63 @@ def test_queue_depth_and_age_cover_the_delivery_retry_and_both_dead_letter_queue
 
 def test_every_widget_is_in_the_stack_region(dashboard):
     assert {w["properties"]["region"] for w in dashboard["widgets"]} == {"us-east-2"}
+
+
+# --- issue 15 item 2: paused partners (stage-wide metrics: service and stage, no partner) ---------
+
+
+def stage_metric_lines(dashboard: dict[str, Any], namespace: str) -> dict[str, tuple[dict, dict[str, str], dict]]:
+    """Plain metric lines of `namespace`: metric name -> (widget, {dimension: value}, options)."""
+    found = {}
+    for widget in dashboard["widgets"]:
+        for line in widget["properties"]["metrics"]:
+            if line and line[0] == namespace:
+                options = line[-1] if isinstance(line[-1], dict) else {}
+                pairs = [item for item in line[2:] if not isinstance(item, dict)]
+                assert len(pairs) % 2 == 0, line
+                found[line[1]] = (widget, dict(zip(pairs[::2], pairs[1::2], strict=True)), options)
+    return found
+
+
+def emitted_stage_dimensions(capsys, name: str) -> set[str]:
+    emit_stage_metric(name, 1, "trigger-distiller", "prod")
+    [blob] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [directive] = blob["_aws"]["CloudWatchMetrics"]
+    assert [m["Name"] for m in directive["Metrics"]] == [name]
+    [dimensions] = directive["Dimensions"]
+    assert {d: blob[d] for d in dimensions} == {"service": "trigger-distiller", EMITTED_STAGE_DIMENSION: "prod"}
+    return set(dimensions)
+
+
+def test_paused_and_resumed_partners_are_charted_with_the_dimensions_the_code_emits(template, dashboard, capsys):
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    lines = stage_metric_lines(dashboard, env["POWERTOOLS_METRICS_NAMESPACE"])
+
+    for name in (PAUSED_METRIC, RESUMED_METRIC):
+        widget, dimensions, options = lines[name]
+        assert dimensions == {"service": env["POWERTOOLS_SERVICE_NAME"], EMITTED_STAGE_DIMENSION: "prod"}
+        assert set(dimensions) == emitted_stage_dimensions(capsys, name)  # a metric matches on every dimension
+        assert options.get("stat", widget["properties"].get("stat")) == "Sum"
+    assert lines[PAUSED_METRIC][0] is lines[RESUMED_METRIC][0]  # one widget: paused against resumed
+
+
+def test_the_paused_widget_sits_next_to_the_held_series(dashboard):
+    by_title = {w["properties"]["title"]: w for w in dashboard["widgets"]}
+    [held] = [w for w in dashboard["widgets"] if any(s["name"] == HELD_METRIC for s in searches({"widgets": [w]}))]
+    [paused] = [w for w in dashboard["widgets"] if "paused" in w["properties"]["title"].lower()]
+
+    assert paused["y"] == held["y"] and paused["x"] == held["x"] + held["width"]
+    # the row still fits the dashboard's 24 columns and no two widgets overlap
+    row = sorted((w["x"], w["x"] + w["width"]) for w in by_title.values() if w["y"] == held["y"])
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(row)) and row[-1][1] <= 24
+
+
+def test_the_partner_paused_alarm_watches_the_metric_the_dispatcher_emits(template, capsys):
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    props = template["Resources"]["PartnerPausedAlarm"]["Properties"]
+    dimensions = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+
+    assert (props["Namespace"], props["MetricName"]) == (env["POWERTOOLS_METRICS_NAMESPACE"], PAUSED_METRIC)
+    assert set(dimensions) == emitted_stage_dimensions(capsys, PAUSED_METRIC)
+    assert dimensions == {"service": env["POWERTOOLS_SERVICE_NAME"], EMITTED_STAGE_DIMENSION: {"!Ref": "Stage"}}
+    assert env["STAGE"] == {"!Ref": "Stage"}  # what the functions emit as the stage dimension

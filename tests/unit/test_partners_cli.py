@@ -4,6 +4,7 @@ naming the option. Pure: the resolver is a table, nothing is resolved or contact
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 
 import pytest
@@ -220,18 +221,23 @@ def test_generated_secrets_are_strong_distinct_and_usable_by_the_api():
 # -- list table, test message ----------------------------------------------------------------------
 
 
-def test_table_rows_show_id_active_scope_host_and_event_count():
+def test_table_rows_show_id_active_state_scope_host_event_count_and_the_pause():
+    paused_at = dt.datetime(2026, 4, 21, 9, 30, tzinfo=dt.UTC)
     rows = table_rows(
         [
             {"partnerId": "a", "webhook": {"url": "https://h.example/x", "events": ["deal.*", "offer.*"]}},
             {"partnerId": "b", "active": False, "webhookScope": "appSource", "webhook": {}},
-        ]
+            {"partnerId": "c", "state": "paused", "health": {"pausedAt": paused_at, "lastProbeAt": None}},
+        ],
+        {"c": 7},
     )
     assert rows == [
-        ("PARTNER", "ACTIVE", "SCOPE", "URL HOST", "EVENTS"),
-        ("a", "yes", "both", "h.example", "2"),
-        ("b", "no", "appSource", "-", "*"),
+        ("PARTNER", "ACTIVE", "STATE", "SCOPE", "URL HOST", "EVENTS", "PAUSED SINCE", "LAST PROBE", "HELD"),
+        ("a", "yes", "active", "both", "h.example", "2", "-", "-", "0"),
+        ("b", "no", "active", "appSource", "-", "*", "-", "-", "0"),
+        ("c", "yes", "paused", "both", "-", "*", "2026-04-21T09:30:00.000Z", "-", "7"),
     ]
+    assert table_rows([{"partnerId": "a"}])[1][-1] == "-"  # no held store (the partners file)
 
 
 def test_sample_message_is_a_fresh_test_delivery_of_the_event_shape():
@@ -253,3 +259,93 @@ def test_unknown_event_refused_by_test_before_any_store_is_opened():
     argv = ["test", "acme", "--event", "dael.created", "--partners-file", "/nonexistent/p.json"]
     code = main(argv, io.StringIO(), err)
     assert code == 2 and "--event: 'dael.created'" in err.getvalue()
+
+
+# -- endpoint health: a paused record ----------------------------------------------------------------
+
+PAUSED_AT = dt.datetime(2026, 4, 21, 9, 30, tzinfo=dt.UTC)
+PAUSED = {
+    "partnerId": "p",
+    "active": True,
+    "webhook": {"url": "https://h.example/x"},
+    "state": "paused",
+    "health": {"pausedAt": PAUSED_AT, "reason": "5 consecutive deliveries dead-lettered", "lastProbeAt": None},
+}
+
+
+def test_a_paused_record_is_a_valid_record_and_its_state_and_health_are_checked():
+    assert records.check_record(dict(PAUSED), "partner 'p'") == PAUSED  # state and health are known keys
+    with pytest.raises(InputError, match=r"partner 'p'\.state: 'stopped' is not one of active, paused"):
+        records.check_record({**PAUSED, "state": "stopped"}, "partner 'p'")
+    with pytest.raises(InputError, match=r"partner 'p'\.health: expected an object"):
+        records.check_record({**PAUSED, "health": "down"}, "partner 'p'")
+
+
+def test_enable_changes_resume_a_paused_partner_and_nothing_else():
+    from distiller_tools.partners.cli import enable_changes
+
+    at = PAUSED_AT + dt.timedelta(hours=1)
+    changes = enable_changes({**PAUSED, "active": False}, at)
+    assert changes == {
+        "active": True,
+        "state": None,
+        "health": {**PAUSED["health"], "resumedAt": at, "resumedBy": "partners enable"},
+    }
+    resumed = records.apply_changes({**PAUSED, "active": False}, changes)
+    assert "state" not in resumed and records.check_record(resumed, "partner 'p'")
+    assert enable_changes({"partnerId": "p", "active": True}, at) == {}  # already running: a no-op
+    assert enable_changes({"partnerId": "p"}, at) == {}  # `active` absent is active
+    assert enable_changes({"partnerId": "p", "active": False}, at) == {"active": True}
+
+
+def test_set_has_no_option_that_writes_the_pause_state(capsys):
+    from distiller_tools.partners.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["set", "p", "--state", "active", "--partners-file", "/nonexistent/p.json"], io.StringIO(), io.StringIO())
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --state" in capsys.readouterr().err
+
+
+def test_show_lines_say_since_when_why_the_last_probe_and_what_is_held():
+    from distiller_tools.partners.health import status_lines
+
+    state, held = status_lines(PAUSED, 3)
+    assert state == (
+        "state: paused since 2026-04-21T09:30:00.000Z: 5 consecutive deliveries dead-lettered; not probed yet; "
+        "deliveries are held, not sent"
+    )
+    assert held.startswith("held: 3 deliveries held (`distiller partners enable p` resumes at once")
+    probed = {
+        **PAUSED,
+        "health": {**PAUSED["health"], "lastProbeAt": "2026-04-21T09:35:00.000Z", "probeError": "HTTP\n 503"},
+    }
+    assert "; last probe 2026-04-21T09:35:00.000Z (HTTP 503);" in status_lines(probed, 0)[0]
+
+    resumed = {"partnerId": "p", "health": {"resumedAt": PAUSED_AT, "resumedBy": "partners enable"}}
+    assert status_lines(resumed, 1) == [
+        "state: active (resumed 2026-04-21T09:30:00.000Z by partners enable)",
+        "held: 1 delivery held (the health sweep (HealthFunction, every minute) drains them within a minute, "
+        "oldest first)",
+    ]
+    assert status_lines({"partnerId": "p", "active": False}, 2)[1] == (
+        "held: 2 deliveries held (kept until `distiller partners enable p`)"
+    )
+    assert status_lines(PAUSED, None)[1] == (
+        "held: the partners file keeps no held deliveries (only the deployed stack holds them)"
+    )
+
+
+def test_drain_lines_name_the_event_ids_and_count_beyond_twenty():
+    from distiller_tools.partners.health import Drained, drain_lines
+
+    ids = [f"e{n}" for n in range(25)]
+    [line] = drain_lines("p", Drained(event_ids=ids))
+    assert line.endswith(": " + ", ".join(ids[:20]) + " and 5 more")
+    lines = drain_lines("p", Drained(event_ids=[], already_delivered=1, still_held=4))
+    assert lines[0].startswith("partners: drained 0 held deliveries of 'p'") and not lines[0].endswith(":")
+    assert lines[1:] == [
+        "partners: 1 already delivered (by a probe or replay): removed unsent",
+        "partners: 4 still held for 'p': the health sweep (HealthFunction, every minute) drains them within a "
+        "minute, oldest first",
+    ]

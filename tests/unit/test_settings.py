@@ -18,6 +18,8 @@ from distiller.settings import (
     ApiSettings,
     DispatcherSettings,
     DistillerSettings,
+    EndpointHealthSettings,
+    HealthSweepSettings,
     MongoSettings,
     RelaySettings,
     SettingsError,
@@ -26,7 +28,8 @@ from tests.unit.test_template import ROOT, CfnLoader
 
 SETTINGS_OF = {
     "DistillerFunction": (MongoSettings, DistillerSettings),
-    "DispatcherFunction": (MongoSettings, DispatcherSettings),
+    "DispatcherFunction": (MongoSettings, DispatcherSettings, EndpointHealthSettings),
+    "HealthFunction": (MongoSettings, HealthSweepSettings, EndpointHealthSettings),
     "ApiFunction": (MongoSettings, ApiSettings),
     "RelayFunction": (MongoSettings, RelaySettings),
 }
@@ -150,6 +153,36 @@ def test_the_deployed_api_reads_the_jwt_variables_the_template_sets(template):
             "INGEST_DLQ_URL: required (URL of the ingest dead-letter queue)",
             id="missing-says-what-it-is",
         ),
+        pytest.param(
+            EndpointHealthSettings,
+            {"HELD_RETENTION_DAYS": "15"},
+            "HELD_RETENTION_DAYS: Input should be less than or equal to 14",
+            id="held-past-the-dead-letter-window",
+        ),
+        pytest.param(
+            EndpointHealthSettings,
+            {"HEALTH_PROBE_SECONDS": "30"},
+            "HEALTH_PROBE_SECONDS: Input should be greater than or equal to 60",
+            id="probe-faster-than-the-sweep",
+        ),
+        pytest.param(
+            EndpointHealthSettings,
+            {"PAUSE_AFTER_DEAD_LETTERS": "-1"},
+            "PAUSE_AFTER_DEAD_LETTERS: Input should be greater than or equal to 0",
+            id="negative-pause-count",
+        ),
+        pytest.param(
+            EndpointHealthSettings,
+            {"PAUSE_AFTER_FAILING_HOURS": "a day"},
+            "PAUSE_AFTER_FAILING_HOURS:",
+            id="pause-hours-not-a-number",
+        ),
+        pytest.param(
+            HealthSweepSettings,
+            {"DELIVERY_QUEUE_URL": "q"},
+            "DELIVERY_DLQ_URL: required",
+            id="sweep-needs-the-dead-letter-queue",
+        ),
     ],
 )
 def test_a_bad_setting_fails_naming_the_variable(settings, env, message):
@@ -169,3 +202,33 @@ def test_empty_means_unset_and_values_are_typed():
     assert DispatcherSettings.from_env(
         {"RETRY_QUEUE_URL": "r", "DELIVERY_DLQ_URL": "d", "ALLOW_PRIVATE_ENDPOINTS": "true"}
     ).allow_private_endpoints
+
+
+@pytest.mark.parametrize(
+    ("variable", "parameter"),
+    [
+        ("PAUSE_AFTER_DEAD_LETTERS", "PauseAfterDeadLetters"),
+        ("PAUSE_AFTER_FAILING_HOURS", "PauseAfterFailingHours"),
+        ("HEALTH_PROBE_SECONDS", "HealthProbeSeconds"),
+        ("HELD_RETENTION_DAYS", "HeldRetentionDays"),
+    ],
+)
+def test_the_stack_accepts_exactly_the_endpoint_health_values_the_settings_accept(template, variable, parameter):
+    """A value CloudFormation lets through must not fail the functions' cold start, and the reverse."""
+    spec = template["Parameters"][parameter]
+    field = {f.alias: name for name, f in EndpointHealthSettings.model_fields.items()}[variable]
+
+    def accepted(value: float) -> bool:
+        try:
+            EndpointHealthSettings.from_env({variable: str(value)})
+        except SettingsError as error:
+            assert variable in str(error)
+            return False
+        return True
+
+    assert getattr(EndpointHealthSettings(), field) == spec["Default"]
+    assert accepted(spec["MinValue"]) and not accepted(spec["MinValue"] - 1)
+    if "MaxValue" in spec:
+        assert accepted(spec["MaxValue"]) and not accepted(spec["MaxValue"] + 1)
+    else:
+        assert accepted(10**6)

@@ -1,10 +1,12 @@
 """template.yaml wiring: the queues, redrives and event sources the code relies on."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from distiller.adapters.secrets import DEFAULT_PREFIX
 from distiller_tools.local.pipeline import QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,7 +186,7 @@ def test_alarms_watch_dead_letters_and_backlog_and_are_outputs(template, alarm, 
 
 def test_policies_name_their_queues_and_secrets(template):
     resources = template["Resources"]
-    for function in ("DistillerFunction", "DispatcherFunction"):
+    for function in ("DistillerFunction", "DispatcherFunction", "HealthFunction"):
         for policy in resources[function]["Properties"]["Policies"]:
             for name, scope in policy.items():
                 if name == "SQSSendMessagePolicy":
@@ -222,7 +224,7 @@ def test_partner_api_is_a_proxy_to_the_api_function_with_scoped_permissions(temp
 # --- issue 10: concurrency budget, alarms, retained dead letters, claim check --------------------
 
 ALARM_TOPIC = {"!If": ["HasAlarmTopic", [{"!Ref": "AlarmTopicArn"}], {"!Ref": "AWS::NoValue"}]}
-FUNCTIONS = ["DistillerFunction", "DispatcherFunction", "ApiFunction", "RelayFunction"]
+FUNCTIONS = ["DistillerFunction", "DispatcherFunction", "ApiFunction", "RelayFunction", "HealthFunction"]
 
 
 def test_every_sqs_event_source_caps_concurrency_at_the_mongo_connection_budget(template):
@@ -375,7 +377,9 @@ def test_each_function_knows_the_claim_check_bucket_and_may_read_and_write_it(te
     granted = _s3_actions(props["Policies"])
 
     assert props["Environment"]["Variables"]["CLAIM_CHECK_BUCKET"] == {"!Ref": "ClaimCheckBucket"}
-    assert {"s3:GetObject", "s3:PutObject"} <= granted["objects"]
+    assert "s3:GetObject" in granted["objects"]
+    # The health sweep only reads payloads (a probe's); held messages keep their claim checks.
+    assert ("s3:PutObject" in granted["objects"]) is (function != "HealthFunction")
     # without ListBucket S3 answers a missing key 403, which would be retried as transient
     assert "s3:ListBucket" in granted["bucket"]
 
@@ -491,9 +495,11 @@ def test_each_function_may_read_only_its_own_kind_of_partner_secret(template, pa
 
     # The API verifies partner JWTs with shared secrets; it must never read what signs the webhooks.
     assert reads("ApiFunction", shared) and not reads("ApiFunction", webhook)
-    # The Dispatcher signs with webhook secrets; it has no business with the JWT secrets.
-    assert reads("DispatcherFunction", webhook) and not reads("DispatcherFunction", shared)
-    for function in set(FUNCTIONS) - {"ApiFunction", "DispatcherFunction"}:
+    # The Dispatcher and the health sweep's probes sign with webhook secrets, never the JWT secrets.
+    for signer in ("DispatcherFunction", "HealthFunction"):
+        assert reads(signer, webhook) and not reads(signer, shared), signer
+        assert reads(signer, webhook.removesuffix("-Xy9zQw")) and not reads(signer, webhook + "x"), signer
+    for function in set(FUNCTIONS) - {"ApiFunction", "DispatcherFunction", "HealthFunction"}:
         assert not reads(function, shared) and not reads(function, webhook), function
     # Secrets Manager's six random characters are part of the ARN: exactly six.
     assert not reads("ApiFunction", shared[:-1]) and not reads("DispatcherFunction", webhook + "x")
@@ -652,3 +658,156 @@ def test_tracing_is_one_parameter_passed_through_by_default(template):
     api = template["Resources"]["PartnerApi"]["Properties"]
     assert api["TracingEnabled"] == {"!If": ["TracingActive", True, False]}
     assert all("Tracing" not in r.get("Properties", {}) for r in template["Resources"].values())
+
+
+# --- issue 15 item 2: endpoint health (pause, hold, probe, drain) --------------------------------
+
+HEALTH_PARAMETERS = {
+    "PAUSE_AFTER_DEAD_LETTERS": "PauseAfterDeadLetters",
+    "PAUSE_AFTER_FAILING_HOURS": "PauseAfterFailingHours",
+    "HEALTH_PROBE_SECONDS": "HealthProbeSeconds",
+    "HELD_RETENTION_DAYS": "HeldRetentionDays",
+}
+
+
+def _queues_sent_to(policies) -> set[str]:
+    """Logical ids of the queues a function's policies may send to (SQSSendMessagePolicy or a statement)."""
+    queues = set()
+    for policy in policies:
+        if not isinstance(policy, dict):
+            continue
+        if "SQSSendMessagePolicy" in policy:
+            queues.add(policy["SQSSendMessagePolicy"]["QueueName"]["!GetAtt"].removesuffix(".QueueName"))
+        for statement in policy.get("Statement", []):
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert not any(a.lower().startswith("sqs:") or a == "*" for a in actions), statement
+    return queues
+
+
+def test_the_health_sweep_runs_alone_every_minute_and_ends_before_the_next(template):
+    resource = template["Resources"]["HealthFunction"]
+    props = resource["Properties"]
+    [event] = props["Events"].values()
+
+    assert props["FunctionName"] == {"!Sub": "trigger-distiller-${Stage}-health"}
+    assert (props["CodeUri"], props["Handler"]) == ("functions/health/", "app.handler")
+    assert (ROOT / props["CodeUri"] / "app.py").is_file()
+    assert "Condition" not in resource  # paused partners exist whatever the ingest path
+    # Two sweeps at once would probe twice and drain the same held deliveries twice.
+    assert props["ReservedConcurrentExecutions"] == 1
+    assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", "rate(1 minute)")
+    assert props["Timeout"] <= 60
+    # The fastest probe interval the stack accepts is the schedule's.
+    assert template["Parameters"]["HealthProbeSeconds"]["MinValue"] == 60
+
+
+def test_the_health_sweep_may_send_only_to_the_delivery_and_delivery_dead_letter_queues(template):
+    props = template["Resources"]["HealthFunction"]["Properties"]
+    env = props["Environment"]["Variables"]
+
+    assert _queues_sent_to(props["Policies"]) == {"DeliveryQueue", "DeliveryDeadLetterQueue"}
+    assert env["DELIVERY_QUEUE_URL"] == {"!Ref": "DeliveryQueue"}
+    assert env["DELIVERY_DLQ_URL"] == {"!Ref": "DeliveryDeadLetterQueue"}
+    assert env["PARTNER_SECRETS_PREFIX"] == {"!Ref": "PartnerSecretsPrefix"}
+    # Probes are the real partner endpoints: loopback and private addresses stay refused.
+    assert "ALLOW_PRIVATE_ENDPOINTS" not in env
+
+
+def test_the_dispatcher_holds_in_mongo_and_gains_no_queue_for_it(template):
+    dispatcher = template["Resources"]["DispatcherFunction"]["Properties"]
+
+    assert _queues_sent_to(dispatcher["Policies"]) == {"RetryQueue", "DeliveryDeadLetterQueue"}
+
+
+def test_when_to_pause_probe_and_expire_are_stack_parameters_both_functions_read(template):
+    parameters = template["Parameters"]
+    dispatcher = template["Resources"]["DispatcherFunction"]["Properties"]["Environment"]["Variables"]
+    health = template["Resources"]["HealthFunction"]["Properties"]["Environment"]["Variables"]
+
+    for variable, parameter in HEALTH_PARAMETERS.items():
+        assert health[variable] == {"!Ref": parameter}
+        assert parameters[parameter]["Type"] == "Number" and parameters[parameter]["Description"].strip()
+    # The Dispatcher decides the pause; probing and expiring are the sweep's alone.
+    assert {v: dispatcher[v] for v in HEALTH_PARAMETERS if v in dispatcher} == {
+        "PAUSE_AFTER_DEAD_LETTERS": {"!Ref": "PauseAfterDeadLetters"},
+        "PAUSE_AFTER_FAILING_HOURS": {"!Ref": "PauseAfterFailingHours"},
+    }
+    assert (parameters["PauseAfterDeadLetters"]["Default"], parameters["PauseAfterFailingHours"]["Default"]) == (5, 24)
+    assert (parameters["PauseAfterDeadLetters"]["MinValue"], parameters["PauseAfterFailingHours"]["MinValue"]) == (0, 0)
+    assert (parameters["HealthProbeSeconds"]["Default"], parameters["HeldRetentionDays"]["Default"]) == (300, 14)
+
+
+def test_a_held_delivery_dead_lettered_at_the_end_of_its_hold_still_finds_its_claim_check(template):
+    resources = template["Resources"]
+    held_days = template["Parameters"]["HeldRetentionDays"]
+    dead_letter_days = resources["DeliveryDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] / 86400
+    [rule] = resources["ClaimCheckBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+
+    assert (held_days["MinValue"], held_days["MaxValue"]) == (1, 14)
+    assert held_days["MaxValue"] + dead_letter_days < rule["ExpirationInDays"]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_has_a_log_group_with_a_retention(template, function):
+    resources = template["Resources"]
+    [group] = [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+        and r["Properties"]["LogGroupName"] == {"!Sub": f"/aws/lambda/${{{function}}}"}
+    ]
+
+    assert group["Properties"]["RetentionInDays"] == 30
+    assert group.get("Condition") == resources[function].get("Condition")
+
+
+def test_a_paused_partner_alarms_once_per_stage_and_tells_the_on_call_what_to_do(template):
+    alarm = template["Resources"]["PartnerPausedAlarm"]
+    props = alarm["Properties"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    description = " ".join(props["AlarmDescription"].split())
+
+    assert "Condition" not in alarm
+    assert props["AlarmName"] == {"!Sub": "trigger-distiller-${Stage}-partner-paused"}
+    assert props["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert props["Dimensions"] == [
+        {"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]},
+        {"Name": "stage", "Value": {"!Ref": "Stage"}},
+    ]
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"]) == ("Sum", 300, 1)
+    assert (props["Threshold"], props["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert props["TreatMissingData"] == "notBreaching"
+    assert props["AlarmActions"] == props["OKActions"] == ALARM_TOPIC
+    for step in ("`distiller deliveries --stats`", "`distiller partners enable P`", "reason"):
+        assert step in description, step
+    assert {"!Ref": "PartnerPausedAlarm"} in [o["Value"] for o in template["Outputs"].values()]
+
+
+def test_the_health_errors_alarm_tells_that_held_deliveries_wait(template):
+    props = template["Resources"]["HealthErrorsAlarm"]["Properties"]
+
+    assert props["AlarmName"] == {"!Sub": "trigger-distiller-${Stage}-health-errors"}
+    assert (props["Period"], props["EvaluationPeriods"]) == (300, 1)  # as the Distiller's: one failed sweep alarms
+    assert "held" in props["AlarmDescription"] and "probe" in props["AlarmDescription"]
+    assert template["Outputs"]["HealthFunctionName"]["Value"] == {"!Ref": "HealthFunction"}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "accepted"),
+    [
+        ("trigger-distiller/partners/", True),
+        ("pa/prod/", True),
+        ("partners/", True),
+        ("*", False),  # every secret ending in /webhook-secret
+        ("trigger-distiller/*/", False),
+        ("trigger-distiller/partners?/", False),
+        ("trigger-distiller/partners", False),  # the partner id would run into the prefix
+        ("trigger-distiller//", False),
+        ("", False),
+    ],
+)
+def test_the_partner_secrets_prefix_cannot_widen_the_secret_grants(template, prefix, accepted):
+    parameter = template["Parameters"]["PartnerSecretsPrefix"]
+    assert bool(re.fullmatch(parameter["AllowedPattern"], prefix)) is accepted
+    assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"])
+    assert re.fullmatch(parameter["AllowedPattern"], DEFAULT_PREFIX)

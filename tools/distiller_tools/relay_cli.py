@@ -24,6 +24,7 @@ from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.queues import DeadLetters, MessageQueue, OutgoingMessage, region_of
 from distiller.core.clock import parse_instant, utc_now
 from distiller.core.lookups import LookupFailure
+from distiller.deliver.claim_check import PayloadStore
 from distiller.relay.loop import Relay
 from distiller.relay.replay import replay
 from distiller.relay.stream import (
@@ -138,6 +139,12 @@ def _register_replay(subparsers: Any) -> None:
         "carrying documents are reported and not sent)",
     )
     cmd.add_argument("--documents-prefix", default="", metavar="PREFIX", help="key prefix of the documents")
+    cmd.add_argument(
+        "--claim-check-bucket",
+        metavar="BUCKET",
+        help="with a delivery replay: the stack's claim-check bucket, for payloads too large for a queue message "
+        "(without it, such deliveries are reported and not sent)",
+    )
     cmd.add_argument(
         "--dry-run",
         action="store_true",
@@ -307,6 +314,7 @@ def run_replay(
                 lines=stdout,
                 dry_run=args.dry_run,
                 file_links=_file_links(args.documents_bucket, args.documents_prefix),
+                payloads=_payload_store(args.claim_check_bucket),
             )
             sink = deliveries
         else:
@@ -326,6 +334,17 @@ def run_replay(
         file=stderr,
     )
     return 0
+
+
+def _payload_store(bucket: str | None) -> PayloadStore | None:
+    """The claim-check store the Dispatcher loads large payloads from (`CLAIM_CHECK_BUCKET`)."""
+    if not bucket:
+        return None
+    import boto3
+
+    from distiller.adapters.payload_store import S3PayloadStore
+
+    return S3PayloadStore(boto3.client("s3"), bucket)
 
 
 def _file_links(bucket: str | None, prefix: str) -> FileLinks | None:

@@ -19,6 +19,7 @@ from pymongo.database import Database
 from distiller.adapters.checkpoints import MongoCheckpointStore
 from distiller.adapters.dealnow import MongoDealStore
 from distiller.adapters.delivery_log import MongoDeliveryLog
+from distiller.adapters.endpoint_health import MongoHeldDeliveries, MongoPartnerHealth
 from distiller.adapters.file_links import FileLinks
 from distiller.adapters.idempotency import IDEMPOTENCY_COLLECTION, MongoIdempotencyStore
 from distiller.adapters.leads import MongoLeadStore
@@ -40,8 +41,11 @@ from distiller.core.lookups import Lookups
 from distiller.deliver.claim_check import PayloadStore
 from distiller.deliver.dispatch import Dispatcher, RetrySchedule
 from distiller.deliver.handler import handle_deliveries
+from distiller.deliver.health import HELD_COLLECTION
+from distiller.deliver.health_handler import handle_health_sweep
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryLog
 from distiller.deliver.sender import WebhookSender
+from distiller.deliver.sweep import HealthSweep
 from distiller.ingest.batch import RetryPolicy
 from distiller.ingest.handler import handle_ingest
 from distiller.observability import logger, metrics, tracer
@@ -52,6 +56,8 @@ from distiller.settings import (
     ApiSettings,
     DispatcherSettings,
     DistillerSettings,
+    EndpointHealthSettings,
+    HealthSweepSettings,
     MongoSettings,
     RelaySettings,
     SettingsError,
@@ -107,9 +113,11 @@ class DispatcherRuntime:
         settings: DispatcherSettings,
         lookup_ttl: float = 60.0,
         log_view: Callable[[Collection], DeliveryLog] | None = None,
+        health: EndpointHealthSettings | None = None,
     ) -> DispatcherRuntime:
         """`log_view`: the delivery log to use over the collection once it is indexed, instead of
-        `MongoDeliveryLog` (`distiller run` answers lookups from memory: mongomock scans)."""
+        `MongoDeliveryLog` (`distiller run` answers lookups from memory: mongomock scans).
+        `health`: when partners are paused (default: `EndpointHealthSettings`' defaults)."""
         try:
             schedule = RetrySchedule.parse(settings.retry_delays)
         except ValueError as exc:
@@ -137,13 +145,61 @@ class DispatcherRuntime:
             lease_seconds=settings.claim_lease_seconds,
             partner_errors=lambda: lookups.partner_errors,
             payloads=payload_store(settings.claim_check_bucket),
+            held=held_deliveries(database),
+            health=MongoPartnerHealth(database),
+            pause_policy=(health or EndpointHealthSettings()).policy(),
         )
         return cls(dispatcher=dispatcher, dead_letters=dead_letters, max_receive_count=settings.max_receive_count)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherRuntime:
         mongo = MongoSettings.from_env(env)
-        return cls.build(connect_database(mongo), DispatcherSettings.from_env(env), mongo.lookup_ttl_seconds)
+        settings, health = DispatcherSettings.from_env(env), EndpointHealthSettings.from_env(env)
+        return cls.build(connect_database(mongo), settings, mongo.lookup_ttl_seconds, health=health)
+
+
+def held_deliveries(database: Database) -> MongoHeldDeliveries:
+    """The held-delivery store, its indexes made (the unique one is what holds a delivery once)."""
+    held = MongoHeldDeliveries(database[HELD_COLLECTION])
+    held.ensure_indexes()
+    return held
+
+
+@dataclass(slots=True)
+class HealthRuntime:
+    sweep: HealthSweep
+
+    @classmethod
+    def build(
+        cls,
+        database: Database,
+        settings: HealthSweepSettings,
+        health: EndpointHealthSettings,
+        sqs_client: object = None,
+    ) -> HealthRuntime:
+        sqs = sqs_client if sqs_client is not None else boto3.client("sqs")
+        sweep = HealthSweep(
+            partners=MongoLookups(database, ttl_seconds=0).partners,  # pause state read afresh each sweep
+            health=MongoPartnerHealth(database),
+            held=held_deliveries(database),
+            sender=WebhookSender(
+                timeout_seconds=settings.timeout_seconds, allow_private=settings.allow_private_endpoints
+            ),
+            secrets=PartnerSecrets(settings.partner_secrets_prefix, 0),
+            log=MongoDeliveryLog(database[DELIVERIES_COLLECTION]),
+            delivery_queue=SqsQueue(sqs, settings.delivery_queue_url),
+            dead_letters=SqsQueue(sqs, settings.dead_letter_queue_url),
+            policy=health.policy(),
+            payloads=payload_store(settings.claim_check_bucket),
+            attempt_budget_seconds=settings.timeout_seconds,
+        )
+        return cls(sweep=sweep)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HealthRuntime:
+        mongo = MongoSettings.from_env(env)
+        settings, health = HealthSweepSettings.from_env(env), EndpointHealthSettings.from_env(env)
+        return cls.build(connect_database(mongo), settings, health)
 
 
 # -- Relay -----------------------------------------------------------------------------------
@@ -209,8 +265,10 @@ def sell_services(database: Database, settings: ApiSettings, mailer: Mailer | No
     `distiller api` builds the same with its own mailer."""
     idempotency = MongoIdempotencyStore(database[IDEMPOTENCY_COLLECTION])
     idempotency.ensure_indexes()
+    deals = MongoDealStore(database)
+    deals.ensure_indexes()
     return SellServices(
-        deals=MongoDealStore(database),
+        deals=deals,
         idempotency=idempotency,
         dealnow_domain=settings.dealnow_domain,
         app_domain=settings.app_domain,
@@ -242,10 +300,12 @@ __all__ = [
     "ApiRuntime",
     "DispatcherRuntime",
     "DistillerRuntime",
+    "HealthRuntime",
     "RelayRuntime",
     "api_runtime_from_env",
     "app",
     "handle_deliveries",
+    "handle_health_sweep",
     "handle_ingest",
     "handle_relay",
     "lead_services",

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distiller.adapters.secrets import DEFAULT_PREFIX
 from distiller.api.auth import AuthSettings
 from distiller.api.rate_limit import DEFAULT_LEADS_LIMIT, DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_LIMIT, RateLimit
+from distiller.deliver.health import PausePolicy
 from distiller.relay.stream import DEFAULT_COLLECTIONS, DEFAULT_RELAY_NAME, StartAt, parse_start_at
 
 MAX_RECEIVE_COUNT = 5
@@ -102,6 +103,39 @@ class DispatcherSettings(_FromEnv):
     claim_lease_seconds: float = _env(
         "CLAIM_LEASE_SECONDS", "how long an attempt stays claimed: longer than the function may run", 120.0, ge=1
     )
+
+
+class EndpointHealthSettings(_FromEnv):
+    """When a failing partner is paused, how often it is probed and how long its deliveries are held
+    (`deliver/health.py`): read by the Dispatcher and the health sweep alike."""
+
+    pause_after_dead_letters: int = _env(
+        "PAUSE_AFTER_DEAD_LETTERS", "consecutive dead letters that pause a partner (0: never)", 5, ge=0
+    )
+    pause_after_failing_hours: float = _env(
+        "PAUSE_AFTER_FAILING_HOURS", "hours of nothing but failed attempts that pause a partner (0: never)", 24.0, ge=0
+    )
+    probe_seconds: int = _env("HEALTH_PROBE_SECONDS", "least seconds between probes of a paused partner", 300, ge=60)
+    held_retention_days: int = _env(
+        "HELD_RETENTION_DAYS", "days a delivery stays held before it is dead-lettered", 14, ge=1, le=14
+    )
+
+    def policy(self) -> PausePolicy:
+        return PausePolicy(
+            dead_letters=self.pause_after_dead_letters,
+            failing_hours=self.pause_after_failing_hours,
+            probe_seconds=self.probe_seconds,
+            retention_days=self.held_retention_days,
+        )
+
+
+class HealthSweepSettings(_FromEnv):
+    delivery_queue_url: str = _env("DELIVERY_QUEUE_URL", "URL of the delivery queue (drained held deliveries)")
+    dead_letter_queue_url: str = _env("DELIVERY_DLQ_URL", "URL of the delivery dead-letter queue (expired holds)")
+    partner_secrets_prefix: str = _env("PARTNER_SECRETS_PREFIX", "Secrets Manager prefix", DEFAULT_PREFIX)
+    timeout_seconds: float = _env("DELIVERY_TIMEOUT_SECONDS", "per-probe budget", 10.0, ge=0.1)
+    allow_private_endpoints: bool = _env("ALLOW_PRIVATE_ENDPOINTS", "local runs only: allow loopback", False)
+    claim_check_bucket: str | None = _env("CLAIM_CHECK_BUCKET", "bucket of claim-checked payloads", None)
 
 
 class ApiSettings(_FromEnv):

@@ -95,11 +95,15 @@ class RunReport:
                 counts["delivered"] += 1
             elif a["status"] == "skipped":
                 counts["skipped"] += 1
+            elif a["status"] == "held":
+                counts["held"] += 1
             elif a.get("deadLettered"):
                 counts["dead-lettered"] += 1
             else:
                 counts["retried"] += 1
-        header = ("partner", "event", "delivered", "retried", "dead-lettered", "skipped")
+        header: tuple[str, ...] = ("partner", "event", "delivered", "retried", "dead-lettered", "skipped")
+        if any(c["held"] for c in rows.values()):  # a partner was paused: its deliveries wait (no sweep locally)
+            header += ("held",)
         lines = [header] + [(p, e, *(str(c[k]) for k in header[2:])) for (p, e), c in sorted(rows.items())]
         totals = Counter()
         for c in rows.values():

@@ -113,7 +113,8 @@ def register(subparsers: Any) -> None:
     deliveries.add_argument(
         "--stats",
         action="store_true",
-        help="a table per partner instead: attempts, delivered, success rate, p50/p95 latency, state, last error",
+        help="a table per partner instead: attempts, delivered, success rate, p50/p95 latency, held, state "
+        "(active, inactive, paused), last error",
     )
     deliveries.add_argument("--status", choices=DELIVERY_STATUSES, help="only attempts with this status")
     deliveries.add_argument("--event", metavar="E", help="only this event (e.g. deal.created)")
@@ -289,8 +290,9 @@ def run_delivery_stats(args: argparse.Namespace, stdout: IO[str], stderr: IO[str
         return 2
     for line in stats_table(rows):
         stdout.write(line + "\n")
-    attempts_total = sum(row.attempts for row in rows)
-    print(f"deliveries: {attempts_total} attempt(s) across {len(rows)} partner(s)", file=stderr)
+    attempts_total, held_total = sum(row.attempts for row in rows), sum(row.held for row in rows)
+    held = f"; {held_total} held for paused partners (not attempts)" if held_total else ""
+    print(f"deliveries: {attempts_total} attempt(s) across {len(rows)} partner(s){held}", file=stderr)
     return 0
 
 

@@ -4,7 +4,8 @@ The filters are the spec's `GET /data/webhook-deliveries/:partnerId` (status, ev
 dateFrom/dateTo as `since`/`until`, plus eventId), defined once by `DeliveryFilter`: its Mongo
 query for the delivery log in Mongo, its `matches` for the JSON Lines `distiller run --log`
 wrote. Both sources are refused the same bad filters and come back in the same order.
-`delivery_stats` sums the same attempts per partner for `distiller deliveries --stats`.
+`delivery_stats` sums the same attempts per partner for `distiller deliveries --stats`, with the
+deliveries held for a paused partner (log status `held`: kept, not attempts) counted apart.
 """
 
 from __future__ import annotations
@@ -124,11 +125,13 @@ ERROR_WIDTH = 60
 
 @dataclass(slots=True)
 class PartnerStats:
-    """One partner's attempts (delivered or failed; skipped ones were not attempts) in the window."""
+    """One partner's attempts (delivered or failed; skipped ones were not attempts) in the window, and
+    the deliveries held for it while paused (`held`: not attempts, so not in the success rate)."""
 
     partner_id: str
     delivered: int = 0
     failed: int = 0
+    held: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     last_error: str | None = None
     last_error_at: tuple[dt.datetime, Any] | None = None
@@ -166,7 +169,8 @@ def delivery_stats(
     states: Mapping[str, str] | None = None,
 ) -> list[PartnerStats]:
     """Per partner: attempts, delivered, latencies (entries without `latencyMs` count without one),
-    and the newest failed attempt's error. `entries` are (attempt, its time, a tiebreak in write order).
+    the newest failed attempt's error, and the deliveries held (`held` entries, counted apart).
+    `entries` are (attempt, its time, a tiebreak in write order).
     Partners in `states` (id -> paused/active/inactive) are listed even without attempts."""
     window = _stats_window(since, until)
     table: dict[str, PartnerStats] = {}
@@ -187,6 +191,9 @@ def delivery_stats(
             if row.last_error_at is None or (as_utc(at), order) > row.last_error_at:
                 row.last_error_at = (as_utc(at), order)
                 row.last_error = str(entry.get("error") or "failed")
+        elif status == "held":
+            row.held += 1
+            continue
         else:
             continue
         latency = entry.get("latencyMs")
@@ -218,7 +225,7 @@ def mongo_stats(
     query.pop("partnerId", None)
     if partner_id is not None:
         query["partnerId"] = partner_id
-    query["status"] = {"$in": ["delivered", "failed"]}
+    query["status"] = {"$in": ["delivered", "failed", "held"]}
     states = {
         str(r.get("partnerId")): partner_state(r) for r in partners.find({}, {"partnerId": 1, "state": 1, "active": 1})
     }
@@ -251,7 +258,7 @@ def stats_table(rows: list[PartnerStats]) -> list[str]:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f}"
 
-    table = [("PARTNER", "ATTEMPTS", "DELIVERED", "SUCCESS", "P50 MS", "P95 MS", "STATE", "LAST ERROR")]
+    table = [("PARTNER", "ATTEMPTS", "DELIVERED", "SUCCESS", "P50 MS", "P95 MS", "HELD", "STATE", "LAST ERROR")]
     for row in rows:
         rate = row.success_rate()
         table.append(
@@ -262,6 +269,7 @@ def stats_table(rows: list[PartnerStats]) -> list[str]:
                 "-" if rate is None else f"{rate:.1f}%",
                 ms(percentile(row.latencies_ms, 50)),
                 ms(percentile(row.latencies_ms, 95)),
+                str(row.held),
                 row.state,
                 _one_line(row.last_error, ERROR_WIDTH) if row.last_error else "-",
             )

@@ -3,7 +3,9 @@
 The routing verdict is the router's own (`distiller.core.routing` on the partner record and the
 entity as they are in Mongo now, with the documents routing borrows from), each event the
 entity's trigger table can emit with the subscription pattern that covers it, and what the
-delivery log holds for that entity and partner.
+delivery log holds for that entity and partner. A partner paused by endpoint health is said to be
+paused (since when, why, how many deliveries are held), and its `held` log entries read as held,
+not as failures.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from distiller.core.routing import (
     routing_keys,
     scope_decision,
 )
+from distiller.deliver.health import HELD_COLLECTION
 from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, log_line
 from distiller_tools.mongo import open_database
 from distiller_tools.ops.cli import positive_int
+from distiller_tools.partners import health
 from distiller_tools.partners.records import InputError, check_partner_id
 from distiller_tools.partners.stores import MongoPartners, StoreError
 
@@ -51,16 +55,27 @@ class Target:
     entity_id: str
 
 
-def _partner(db: Any, database: str, partner_id: str) -> tuple[Partner | None, str | None]:
-    """The partner as the router builds it, or (None, why the router skips its record)."""
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The partner as the router builds it (None, and why, when the router skips its record)."""
+
+    partner: Partner | None
+    skipped: str | None
+    record: dict[str, Any]
+    held: int
+    """Its deliveries in the held store (`held_deliveries`): nonzero while paused or draining."""
+
+
+def _partner(db: Any, database: str, partner_id: str) -> Found:
     store = MongoPartners(db[PARTNERS_COLLECTION], where=f"mongo {database}.{PARTNERS_COLLECTION}")
     record = store.get(partner_id)
     if record is None:
         raise ExplainError(f"partner {partner_id!r}: not found in {store.where}")
+    held = db[HELD_COLLECTION].count_documents({"partnerId": partner_id})
     try:
-        return partner_from_record(record, where=f"partner {partner_id!r}"), None
+        return Found(partner_from_record(record, where=f"partner {partner_id!r}"), None, record, held)
     except PartnerRecordError as exc:
-        return None, f"partner record is invalid, so the distiller skips it: {exc}"
+        return Found(None, f"partner record is invalid, so the distiller skips it: {exc}", record, held)
 
 
 def attempts_for(deliveries: Any, partner_id: str, target: Target, limit: int) -> tuple[list[str], list[dict]]:
@@ -107,6 +122,8 @@ def _routing(lookups: MongoLookups, partner: Partner | None, skipped: str | None
             verdict = "not routed to this partner"
         elif pattern is None:
             verdict = f"not subscribed (events: {list(partner.events) if partner else []})"
+        elif partner is not None and partner.paused:
+            verdict = f"held while the partner is paused (subscribed by {pattern!r})"
         else:
             verdict = f"delivered (subscribed by {pattern!r})"
         subscribed = pattern is not None
@@ -124,29 +141,35 @@ def _routing(lookups: MongoLookups, partner: Partner | None, skipped: str | None
     }
 
 
-def _partner_summary(partner: Partner | None, partner_id: str) -> dict[str, Any]:
+def _partner_summary(found: Found, partner_id: str) -> dict[str, Any]:
+    partner = found.partner
     if partner is None:
         return {"partnerId": partner_id, "valid": False}
-    return {
+    summary: dict[str, Any] = {
         "partnerId": partner.partner_id,
         "active": partner.active,
         "webhookScope": partner.webhook_scope,
         "organizationId": partner.organization_id,
         "events": list(partner.events),
         "webhookUrl": partner.webhook_url,
+        "paused": partner.paused,
+        "heldDeliveries": found.held,
     }
+    if partner.paused:
+        summary["pause"] = health.pause_note(found.record)
+    return summary
 
 
 def explain(db: Any, database: str, partner_id: str, target: Target, limit: int = 50) -> dict[str, Any]:
     """The whole answer for `--deal/--listing/--offer`; ExplainError for an unknown partner or entity."""
-    partner, skipped = _partner(db, database, partner_id)
-    answer = _routing(MongoLookups(db, ttl_seconds=0), partner, skipped, target)
+    found = _partner(db, database, partner_id)
+    answer = _routing(MongoLookups(db, ttl_seconds=0), found.partner, found.skipped, target)
     fields, attempts = attempts_for(db[DELIVERIES_COLLECTION], partner_id, target, limit)
     if not answer["entity"]["found"]:
         held = f"; the delivery log holds {len(attempts)} attempt(s) naming it" if attempts else ""
         raise ExplainError(f"{target.entity_id!r}: not found in collection {target.collection}{held}")
     return {
-        "partner": _partner_summary(partner, partner_id),
+        "partner": _partner_summary(found, partner_id),
         **answer,
         "deliveries": {"matchedOn": fields, "limit": limit, "attempts": attempts},
     }
@@ -154,16 +177,17 @@ def explain(db: Any, database: str, partner_id: str, target: Target, limit: int 
 
 def explain_event_id(db: Any, database: str, partner_id: str, event_id: str, limit: int = 50) -> dict[str, Any]:
     """The attempts of one eventId for the partner, and the routing of the entity they name."""
-    partner, skipped = _partner(db, database, partner_id)
+    found = _partner(db, database, partner_id)
     query = {"partnerId": partner_id, "eventId": event_id}
     attempts = [_attempt(d) for d in db[DELIVERIES_COLLECTION].find(query, sort=NEWEST_FIRST, limit=limit)]
     if not attempts:
         raise ExplainError(f"eventId {event_id!r}: no delivery attempts for partner {partner_id!r}")
     named = attempts[0]["entity"]
-    answer: dict[str, Any] = {"partner": _partner_summary(partner, partner_id), "eventId": event_id, "named": named}
+    answer: dict[str, Any] = {"partner": _partner_summary(found, partner_id), "eventId": event_id, "named": named}
     collection = REDUCERS[named["entityType"]].collection if named.get("entityType") in REDUCERS else None
     if collection in ROUTING_FIELDS and isinstance(named.get("id"), str) and named["id"]:
-        answer.update(_routing(MongoLookups(db, ttl_seconds=0), partner, skipped, Target(collection, named["id"])))
+        lookups = MongoLookups(db, ttl_seconds=0)
+        answer.update(_routing(lookups, found.partner, found.skipped, Target(collection, named["id"])))
     else:
         kind = named.get("entityType")
         answer["note"] = f"entityType {kind!r}: routing is explained for deals, offers, listings and users only"
@@ -185,6 +209,13 @@ def render_text(answer: dict[str, Any]) -> str:
             f"organizationId {partner['organizationId'] or '-'}, events {partner['events']}, "
             f"webhook {partner['webhookUrl'] or '(no URL)'}"
         )
+        if partner.get("paused"):
+            lines.append(
+                f"PAUSED: {partner['pause']}; deliveries are held, not sent ({partner['heldDeliveries']} held; "
+                f"`distiller partners enable {partner['partnerId']}` resumes at once)"
+            )
+        elif partner.get("heldDeliveries"):
+            lines.append(f"held: {partner['heldDeliveries']} deliveries, not paused: the health sweep drains them")
     if "eventId" in answer:
         named = answer["named"]
         lines.append(f"eventId {answer['eventId']} names {named.get('entityType')} {named.get('id')}")
@@ -208,13 +239,21 @@ def render_text(answer: dict[str, Any]) -> str:
         + (f"; limit {deliveries['limit']} reached, there may be more" if len(attempts) == deliveries["limit"] else "")
     )
     for a in attempts:
-        status = f"{a['status']}{' (dead-lettered)' if a.get('deadLettered') else ''}"
-        lines.append(
-            f"  {a['attemptedAt']}  {status:<10} {a['event']:<28} {a['eventId']}  attempt {a['attempt']}  "
-            f"status {a['statusCode'] if a['statusCode'] is not None else '-'}"
-            + (f"  error: {' '.join(str(a['error']).split())}" if a.get("error") else "")
-        )
+        lines.append(_attempt_line(a))
     return "\n".join(lines) + "\n"
+
+
+def _attempt_line(a: dict[str, Any]) -> str:
+    """One log entry; a `held` one says it was kept, not sent (its `error` is why, not a failure)."""
+    if a["status"] == "held":
+        why = f": {' '.join(str(a['error']).split())}" if a.get("error") else ""
+        return f"  {a['attemptedAt']}  {'held':<10} {a['event']:<28} {a['eventId']}  not sent{why}"
+    status = f"{a['status']}{' (dead-lettered)' if a.get('deadLettered') else ''}"
+    return (
+        f"  {a['attemptedAt']}  {status:<10} {a['event']:<28} {a['eventId']}  attempt {a['attempt']}  "
+        f"status {a['statusCode'] if a['statusCode'] is not None else '-'}"
+        + (f"  error: {' '.join(str(a['error']).split())}" if a.get("error") else "")
+    )
 
 
 # -- command line ---------------------------------------------------------------------------------

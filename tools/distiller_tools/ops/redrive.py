@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -161,7 +161,7 @@ def _prepared(body: str, kind: RedriveKind) -> tuple[tuple[str | None, str | Non
         except DeliveryMessageError as exc:
             raise NotRedrivable(f"not a delivery message: {exc}") from exc
         # the next round of attempts, with the whole retry schedule ahead of it
-        again = replace(message, attempt=0, last_error=None, redrive=message.redrive + 1)
+        again = message.next_round(message.redrive + 1)
         return (message.partner_id, message.event), again.to_body()
     if kind == "ingest":
         try:

@@ -2,13 +2,16 @@
 
 stdout carries what the command produced (a record, the table, a new secret, the test's result);
 stderr what a person reads about it. Exit status 0 when done, 1 when a test ping was not
-answered 2xx (or a secret could not be stored after its record), 2 on bad input or a store that
-cannot be used. Secrets are printed once, on stdout, and never logged.
+answered 2xx (or a secret could not be stored after its record, or `enable --drain-now` left
+deliveries held), 2 on bad input or a store that cannot be used. Secrets are printed once, on
+stdout, and never logged. A partner paused by endpoint health (`deliver/health.py`) shows its
+pause in `show` and `list`; `enable` resumes it at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import json
 from collections.abc import Callable
@@ -18,10 +21,11 @@ from typing import IO, Any, TextIO
 from urllib.parse import urlsplit
 
 from distiller.adapters.secrets import DEFAULT_PREFIX
+from distiller.core.clock import utc_now
 from distiller.core.partners import PartnerRecordError, partner_from_record
 from distiller.core.routing import matching_subscription
 from distiller.deliver.ssrf import Resolver, system_resolver
-from distiller_tools.partners import records, stores
+from distiller_tools.partners import health, records, stores
 from distiller_tools.partners.ping import sample_message, send_test
 from distiller_tools.partners.records import InputError
 from distiller_tools.partners.stores import PartnerStore, SecretKind, SecretStore, StoreError
@@ -40,6 +44,8 @@ class Dependencies:
     resolver: Resolver = system_resolver
     mongo_collection: Callable[[str, str], Any] = stores.mongo_collection
     secrets_client: Callable[[str | None], Any] = stores.secrets_client
+    sqs_client: Callable[[str | None], Any] = stores.sqs_client
+    clock: Callable[[], dt.datetime] = utc_now
 
 
 def _backend_options() -> argparse.ArgumentParser:
@@ -100,10 +106,26 @@ def register(subparsers: Any) -> None:
     _record_options(change, adding=False)
     change.set_defaults(run=run_set)
 
-    for name, active in (("disable", False), ("enable", True)):
-        toggle = commands.add_parser(name, parents=[backend], help=f"{name} deliveries and API access")
-        toggle.add_argument("partner_id", metavar="PARTNER_ID")
-        toggle.set_defaults(run=run_enable if active else run_disable)
+    disable = commands.add_parser("disable", parents=[backend], help="disable deliveries and API access")
+    disable.add_argument("partner_id", metavar="PARTNER_ID")
+    disable.set_defaults(run=run_disable)
+
+    enable = commands.add_parser(
+        "enable",
+        parents=[backend],
+        help="enable deliveries and API access; resume a paused partner at once",
+        description="Sets active and, for a partner paused by endpoint health, clears the pause at once "
+        "(health.resumedBy 'partners enable'). Its held deliveries go back on the delivery queue within "
+        "a minute (the health sweep), or now with --drain-now.",
+    )
+    enable.add_argument("partner_id", metavar="PARTNER_ID")
+    enable.add_argument(
+        "--drain-now",
+        action="store_true",
+        help="with --mongo-uri: put the held deliveries back on the delivery queue now, oldest first",
+    )
+    enable.add_argument("--delivery-queue-url", metavar="URL", help="with --drain-now: the stack's DeliveryQueueUrl")
+    enable.set_defaults(run=run_enable)
 
     rotate = commands.add_parser(
         "rotate-secret", parents=[backend], help="new webhook (or --shared) secret, shown once"
@@ -253,12 +275,16 @@ def run_show(args: argparse.Namespace, stdout: IO[str], stderr: IO[str], deps: D
     for kind in stores.SECRET_KINDS:
         state = "stored" if secrets_store.exists(args.partner_id, kind) else "MISSING"
         stdout.write(f"{kind} secret: {state} ({secrets_store.name(args.partner_id, kind)})\n")
+    for line in health.status_lines(record, partner_store.held_count(args.partner_id)):
+        stdout.write(line + "\n")
     return 0
 
 
-def table_rows(partners: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """`list`'s rows: id, active, scope, url host, events count (unreadable fields shown as `?`)."""
-    rows = [("PARTNER", "ACTIVE", "SCOPE", "URL HOST", "EVENTS")]
+def table_rows(partners: list[dict[str, Any]], held: dict[str, int] | None = None) -> list[tuple[str, ...]]:
+    """`list`'s rows: id, active, state (paused or not), scope, url host, events count, and for a
+    paused partner since when and its last probe; `held`: deliveries held per partner (None: the
+    store keeps none, shown `-`). Unreadable fields are shown as `?`."""
+    rows = [("PARTNER", "ACTIVE", "STATE", "SCOPE", "URL HOST", "EVENTS", "PAUSED SINCE", "LAST PROBE", "HELD")]
     for record in partners:
         webhook = record.get("webhook") if isinstance(record.get("webhook"), dict) else {}
         url = webhook.get("url")
@@ -269,13 +295,18 @@ def table_rows(partners: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         events = webhook.get("events", ["*"])
         count = "*" if events in (None, ["*"]) else str(len(events)) if isinstance(events, list) else "?"
         active = record.get("active", True)
+        pause = record.get("health") if health.is_paused(record) and isinstance(record.get("health"), dict) else {}
         rows.append(
             (
                 str(record.get("partnerId")),
                 "yes" if active is True or active is None else "no",
+                "paused" if health.is_paused(record) else "active",
                 str(record.get("webhookScope") or "both"),
                 host,
                 count,
+                health.instant_text(pause.get("pausedAt")) or "-",
+                health.instant_text(pause.get("lastProbeAt")) or "-",
+                "-" if held is None else str(held.get(str(record.get("partnerId")), 0)),
             )
         )
     return rows
@@ -284,11 +315,15 @@ def table_rows(partners: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 @_guarded
 def run_list(args: argparse.Namespace, stdout: IO[str], stderr: IO[str], deps: Dependencies) -> int:
     partner_store, _ = open_stores(args, deps)
-    rows = table_rows(partner_store.list())
+    partners = partner_store.list()
+    rows = table_rows(partners, partner_store.held_counts())
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
     print(f"partners: {len(rows) - 1} in {partner_store.where}", file=stderr)
+    for record in partners:
+        if health.is_paused(record):
+            print(f"partners: {record.get('partnerId')!r} {health.pause_note(record)}", file=stderr)
     return 0
 
 
@@ -296,11 +331,19 @@ def _update(
     args: argparse.Namespace, changes: dict[str, Any], stdout: IO[str], stderr: IO[str], deps: Dependencies
 ) -> int:
     partner_store, _ = open_stores(args, deps)
-    record = records.apply_changes(_existing(partner_store, args.partner_id), changes)
-    partner_store.replace(_checked(record))
-    _print_record(record, stdout)
-    print(f"partners: {args.partner_id!r}: changed {', '.join(changes)} in {partner_store.where}", file=stderr)
+    _write(partner_store, _existing(partner_store, args.partner_id), changes, stdout, stderr)
     return 0
+
+
+def _write(
+    partner_store: PartnerStore, record: dict[str, Any], changes: dict[str, Any], stdout: IO[str], stderr: IO[str]
+) -> dict[str, Any]:
+    """Store `record` with `changes` (checked whole first), print it; the stored record."""
+    updated = records.apply_changes(record, changes)
+    partner_store.replace(_checked(updated))
+    _print_record(updated, stdout)
+    print(f"partners: {updated['partnerId']!r}: changed {', '.join(changes)} in {partner_store.where}", file=stderr)
+    return updated
 
 
 @_guarded
@@ -313,17 +356,85 @@ def run_set(args: argparse.Namespace, stdout: IO[str], stderr: IO[str], deps: De
 
 @_guarded
 def run_disable(args: argparse.Namespace, stdout: IO[str], stderr: IO[str], deps: Dependencies) -> int:
-    return _update(args, {"active": False}, stdout, stderr, deps)
+    partner_store, _ = open_stores(args, deps)
+    _write(partner_store, _existing(partner_store, args.partner_id), {"active": False}, stdout, stderr)
+    held = partner_store.held_count(args.partner_id)
+    if held:  # the sweep drains active partners only: these wait for `enable` (or the retention)
+        print(
+            f"partners: {health.held_text(held)} for {args.partner_id!r} stay held until "
+            f"`distiller partners enable {args.partner_id}` (or the hold's retention dead-letters them)",
+            file=stderr,
+        )
+    return 0
 
 
-def enable_changes() -> dict[str, Any]:
-    """What `enable` changes. Pausing (issue 15 item 2) will add its resume here: enable resumes at once."""
-    return {"active": True}
+def enable_changes(record: dict[str, Any], at: dt.datetime) -> dict[str, Any]:
+    """What `enable` changes: `active`, and for a paused partner the pause itself, at once (`state`
+    removed, `health.resumedAt`/`resumedBy` stamped). Empty: already active and not paused."""
+    changes: dict[str, Any] = {} if record.get("active") in (True, None) else {"active": True}
+    return {**changes, **health.resume_changes(record, at)}
+
+
+def _drain_options(args: argparse.Namespace) -> None:
+    if args.delivery_queue_url is not None and not args.drain_now:
+        raise InputError("--delivery-queue-url: only with --drain-now")
+    if not args.drain_now:
+        return
+    if args.partners_file:
+        raise InputError(f"--drain-now: {health.NO_HELD_STORE}")
+    if not args.delivery_queue_url:
+        raise InputError("--drain-now needs --delivery-queue-url URL (the stack's DeliveryQueueUrl output)")
 
 
 @_guarded
 def run_enable(args: argparse.Namespace, stdout: IO[str], stderr: IO[str], deps: Dependencies) -> int:
-    return _update(args, enable_changes(), stdout, stderr, deps)
+    _drain_options(args)
+    partner_store, _ = open_stores(args, deps)
+    record = _existing(partner_store, args.partner_id)
+    changes = enable_changes(record, deps.clock())
+    if changes:
+        _write(partner_store, record, changes, stdout, stderr)
+        if health.is_paused(record):
+            print(f"partners: {args.partner_id!r} resumed (was {health.pause_note(record)})", file=stderr)
+    else:
+        _print_record(record, stdout)
+        print(f"partners: {args.partner_id!r} is already active and not paused: nothing changed", file=stderr)
+    held = partner_store.held_count(args.partner_id)
+    if held is None:
+        print(f"partners: {health.NO_HELD_STORE}", file=stderr)
+        return 0
+    if not args.drain_now:
+        if held:
+            print(
+                f"partners: {health.held_text(held)} for {args.partner_id!r}: {health.SWEEP_NOTE} "
+                "(or now: --drain-now --delivery-queue-url URL)",
+                file=stderr,
+            )
+        else:
+            print(f"partners: no deliveries held for {args.partner_id!r}", file=stderr)
+        return 0
+    return _drain(args, partner_store, stderr, deps)
+
+
+def _drain(args: argparse.Namespace, partner_store: PartnerStore, stderr: IO[str], deps: Dependencies) -> int:
+    """`enable --drain-now`: the sweep's drain, now; 1 when anything is still held after it."""
+    from pymongo.errors import PyMongoError
+
+    from distiller.adapters.queues import SqsQueue, region_of
+
+    assert isinstance(partner_store, stores.MongoPartners)  # `_drain_options` refused the file
+    queue = SqsQueue(deps.sqs_client(args.region or region_of(args.delivery_queue_url)), args.delivery_queue_url)
+    try:
+        drained = health.drain_now(partner_store.database, args.partner_id, queue, deps.clock(), args.secrets_prefix)
+    except PyMongoError as exc:  # the partner is resumed already: the sweep drains within a minute
+        print(f"distiller: partners enable: drain: {' '.join(str(exc).split())[:300]}", file=stderr)
+        print(f"partners: {args.partner_id!r} is resumed; {health.SWEEP_NOTE}", file=stderr)
+        return 1
+    for line in health.drain_lines(args.partner_id, drained):
+        print(line, file=stderr)
+    if drained.still_held and not drained.event_ids:
+        print(f"partners: the delivery queue {args.delivery_queue_url} took none: check the URL", file=stderr)
+    return 1 if drained.still_held else 0
 
 
 @_guarded

@@ -20,7 +20,9 @@ from distiller.core.reducers import all_events
 from distiller.core.routing import matching_subscription
 from distiller.deliver.ssrf import EndpointRefused, EndpointUnresolved, Resolver, resolve_endpoint, system_resolver
 
-#: The keys a partner record may carry; anything else is a typo or a field no code reads.
+#: The keys a partner record may carry; anything else is a typo or a field no code reads. `state`
+#: and `health` are endpoint health's (written by the Dispatcher and the health sweep; an operator
+#: changes them only through `enable`, never through `set`).
 RECORD_KEYS = frozenset(
     {
         "_id",
@@ -34,6 +36,8 @@ RECORD_KEYS = frozenset(
         "sharedSecret",
         "leadOrganizationIds",
         "leadsRateLimit",
+        "state",
+        "health",
     }
 )
 WEBHOOK_KEYS = frozenset({"url", "events", "secret"})
@@ -160,6 +164,8 @@ def check_record(record: dict[str, Any], where: str) -> dict[str, Any]:
         unknown += [f"webhook.{key}" for key in sorted(set(webhook) - WEBHOOK_KEYS)]
     if unknown:
         raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    if record.get("health") is not None and not isinstance(record["health"], dict):
+        raise InputError(f"{where}.health: expected an object (the pause state the stack writes)")
     try:
         partner_from_record(record, where=where)
     except PartnerRecordError as exc:

@@ -4,11 +4,13 @@ Deployed: records in Mongo's `partners` collection, secrets in Secrets Manager u
 prefix (the names `adapters/secrets.py` reads). Local: one partners file, as `distiller run` and
 `distiller api` read it, with the secrets inside each record (`webhook.secret`, `sharedSecret`).
 Records handed out by a `PartnerStore` never carry a secret; secret values go through a
-`SecretStore` only, and no message here ever holds one.
+`SecretStore` only, and no message here ever holds one. Deliveries held for a paused partner
+(`held_deliveries`) exist only beside Mongo: the partners file has no held store.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -17,7 +19,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from distiller.adapters.secrets import DEFAULT_PREFIX, SHARED_SECRET_SUFFIX, WEBHOOK_SECRET_SUFFIX
+from distiller.core.clock import iso_utc
 from distiller.core.lookups import PARTNERS_COLLECTION
+from distiller.deliver.health import HELD_COLLECTION
 from distiller_tools.mongo import open_database
 
 SecretKind = Literal["webhook", "shared"]
@@ -39,6 +43,13 @@ class PartnerStore(Protocol):
         ...
 
     def replace(self, record: dict[str, Any]) -> None: ...
+    def held_count(self, partner_id: str) -> int | None:
+        """Deliveries held for the partner; None where no held store exists (the partners file)."""
+        ...
+
+    def held_counts(self) -> dict[str, int] | None:
+        """Held deliveries per partner (partners with none left out); None without a held store."""
+        ...
 
 
 class SecretStore(Protocol):
@@ -89,7 +100,7 @@ class PartnersFile:
         return records
 
     def _write(self, records: list[dict[str, Any]]) -> None:
-        text = json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(records, indent=2, ensure_ascii=False, default=_instant) + "\n"
         directory = self.path.parent if str(self.path.parent) else Path(".")
         try:
             fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
@@ -133,6 +144,12 @@ class PartnersFile:
         records[i] = merged
         self._write(records)
 
+    def held_count(self, partner_id: str) -> int | None:
+        return None  # `distiller run` holds nothing: it has no health sweep
+
+    def held_counts(self) -> dict[str, int] | None:
+        return None
+
     # Secrets: `webhook.secret` and `sharedSecret` of the record itself (see `PartnersFileSecrets`).
 
     def secret(self, partner_id: str, kind: SecretKind) -> str | None:
@@ -154,6 +171,13 @@ class PartnersFile:
         else:
             records[i]["sharedSecret"] = value
         self._write(records)
+
+
+def _instant(value: Any) -> str:
+    """JSON for the one non-JSON value a command writes into a file record (`health.resumedAt`)."""
+    if isinstance(value, dt.datetime):
+        return iso_utc(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _webhook_of(record: dict[str, Any], where: str) -> dict[str, Any]:
@@ -191,11 +215,14 @@ class PartnersFileSecrets:
 
 
 class MongoPartners:
-    """Records in the `partners` collection (the one `MongoLookups` reads), matched by partnerId."""
+    """Records in the `partners` collection (the one `MongoLookups` reads), matched by partnerId;
+    held deliveries in `held_deliveries` beside it."""
 
     def __init__(self, collection: Any, where: str) -> None:
         self._collection = collection
         self.where = where
+        self.database = collection.database
+        """The stack's database (the held store and the delivery log live there too)."""
 
     def _call(self, action: Callable[[], Any]) -> Any:
         from pymongo.errors import PyMongoError
@@ -226,6 +253,15 @@ class MongoPartners:
         result = self._call(lambda: self._collection.replace_one({"partnerId": record["partnerId"]}, record))
         if result.matched_count != 1:
             raise StoreError(f"{self.where}: partner {record['partnerId']!r} disappeared while being changed")
+
+    def held_count(self, partner_id: str) -> int | None:
+        held = self.database[HELD_COLLECTION]
+        return int(self._call(lambda: held.count_documents({"partnerId": partner_id})))
+
+    def held_counts(self) -> dict[str, int] | None:
+        grouped = [{"$group": {"_id": "$partnerId", "held": {"$sum": 1}}}]
+        found = self._call(lambda: list(self.database[HELD_COLLECTION].aggregate(grouped)))
+        return {str(row["_id"]): int(row["held"]) for row in found}
 
 
 class SecretsManagerSecrets:
@@ -291,3 +327,10 @@ def secrets_client(region: str | None) -> Any:
     import boto3
 
     return boto3.client("secretsmanager", region_name=region)
+
+
+def sqs_client(region: str | None) -> Any:
+    """For `enable --drain-now`: the delivery queue the held deliveries go back on."""
+    import boto3
+
+    return boto3.client("sqs", region_name=region)

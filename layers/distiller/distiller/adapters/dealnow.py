@@ -1,30 +1,51 @@
 """DealNow writes in MongoDB: the listing of a VIN, a stub listing, and the DealNow-pending offer
 (`distiller.api.sell.DealStore`). The inserts are what the change stream turns into
-`listing.created` and `offer.created`."""
+`listing.created` and `offer.created`.
+
+Two requests for the same unlisted VIN without an Idempotency-Key (a double click) both find no
+listing. The app's `seller_listings` is not ours to put a unique index on, so the VIN is claimed in
+a collection of our own (`dealnow_stub_claims`, one document per VIN carrying the stub, expired
+after 10 minutes by a TTL index): the first claim's stub is the one both requests use, written
+with an upsert on its `_id` (`$setOnInsert`: one insert, so one `listing.created`, whichever
+request gets there first, and none lost if the claimant dies before writing it).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from distiller.api.sell import UNAVAILABLE_LISTING_STATUSES, StoreUnavailable
+from distiller.core.clock import utc_now
 
 logger = logging.getLogger(__name__)
 
 LISTINGS_COLLECTION = "seller_listings"
 OFFERS_COLLECTION = "offers"
+STUB_CLAIMS_COLLECTION = "dealnow_stub_claims"
+STUB_CLAIM_SECONDS = 600
+"""How long a VIN's stub claim lasts: far longer than two racing requests, short enough that a
+stub deleted or sold meanwhile is rarely met (and then replaced, see `_usable`)."""
 
 
 class MongoDealStore:
     """`DealStore` over the app's `seller_listings` and `offers` collections."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self._listings = database[LISTINGS_COLLECTION]
         self._offers = database[OFFERS_COLLECTION]
+        self._claims = database[STUB_CLAIMS_COLLECTION]
+        self._clock = clock
+
+    def ensure_indexes(self) -> None:
+        self._claims.create_index("expiresAt", name="ttl_expires_at", expireAfterSeconds=0)
 
     def find_listing(self, vin: str) -> dict[str, Any] | None:
         """The newest listing of `vin` that is not soft-deleted, deactivated, expired or sold."""
@@ -34,11 +55,36 @@ class MongoDealStore:
         except PyMongoError as exc:
             raise self._unavailable("find the listing", exc) from exc
 
-    def insert_listing(self, listing: dict[str, Any]) -> None:
+    def insert_stub(self, listing: dict[str, Any]) -> dict[str, Any]:
+        """Write `listing` as the VIN's stub, or return the stub a concurrent request claimed first."""
+        claim_id = f"stub:{listing['vehicle']['vin']}"
+        claim = {
+            "_id": claim_id,
+            "listing": listing,
+            "expiresAt": self._clock() + dt.timedelta(seconds=STUB_CLAIM_SECONDS),
+        }
         try:
-            self._listings.insert_one(listing)
+            try:
+                self._claims.insert_one(claim)
+            except DuplicateKeyError:
+                held = (self._claims.find_one({"_id": claim_id}) or {}).get("listing")
+                if isinstance(held, dict) and self._usable(held):
+                    listing = held
+                else:  # expired between the two calls, or its stub is sold or deleted by now
+                    self._claims.replace_one({"_id": claim_id}, claim, upsert=True)
+            fields = {key: value for key, value in listing.items() if key != "_id"}
+            with contextlib.suppress(DuplicateKeyError):  # two upserts of the one stub at once: one inserted it
+                self._listings.update_one({"_id": listing["_id"]}, {"$setOnInsert": fields}, upsert=True)
         except PyMongoError as exc:
             raise self._unavailable("insert the listing", exc) from exc
+        return listing
+
+    def _usable(self, stub: dict[str, Any]) -> bool:
+        """A claimed stub is used unless it is written and no longer the vehicle's listing."""
+        written = self._listings.find_one({"_id": stub.get("_id")}, {"status": 1, "deleted": 1})
+        return written is None or (
+            written.get("deleted") is not True and written.get("status") not in UNAVAILABLE_LISTING_STATUSES
+        )
 
     def insert_offer(self, offer: dict[str, Any]) -> None:
         try:

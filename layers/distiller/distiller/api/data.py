@@ -42,7 +42,7 @@ from distiller.core.routing import (
     routing_keys,
     routing_keys_via_deals,
 )
-from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, attempts_query
+from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, PARTNER_STATUSES, attempts_query
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ class PartnerData:
         query = attempts_query(
             partner.partner_id, status=status, event=event, date_from=date_from, date_to=date_to, event_id=event_id
         )
+        if status is None:  # the spec's statuses only: `held` entries are the operators'
+            query["status"] = {"$in": list(PARTNER_STATUSES)}
         collection = self._db[DELIVERIES_COLLECTION]
         total = collection.count_documents(query)
         found = collection.find(query).sort(NEWEST_FIRST).skip(page * limit).limit(limit)
@@ -211,9 +213,8 @@ class PartnerData:
         `dto.delivery_dto` gives the response."""
         if not partner.active:
             return None
-        found = self._db[DELIVERIES_COLLECTION].find_one(
-            {"_id": {"$in": id_forms(log_id)}, "partnerId": partner.partner_id}
-        )
+        visible = {"partnerId": partner.partner_id, "status": {"$in": list(PARTNER_STATUSES)}}
+        found = self._db[DELIVERIES_COLLECTION].find_one({"_id": {"$in": id_forms(log_id)}, **visible})
         return found if found is not None and self._owns(partner, found) else None
 
     # ----------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from distiller.core.clock import iso_utc, parse_instant, utc_now
 from distiller.core.ejson import id_string
 from distiller.core.partners import Partner
 from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
-from distiller.deliver.log import DELIVERY_STATUSES
+from distiller.deliver.log import PARTNER_STATUSES
 from distiller.deliver.message import DeliveryMessage
 
 if TYPE_CHECKING:
@@ -350,8 +350,8 @@ def list_deliveries(
     ] = None,
 ) -> dict:
     partner = authorized_partner(partnerId)
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise BadRequest(f"status: must be one of {', '.join(DELIVERY_STATUSES)}")
+    if status is not None and status not in PARTNER_STATUSES:
+        raise BadRequest(f"status: must be one of {', '.join(PARTNER_STATUSES)}")
     date_from, date_to = _instant("dateFrom", dateFrom), _instant("dateTo", dateTo)
     if date_from and date_to and date_from > date_to:
         raise BadRequest("dateFrom: must not be after dateTo")

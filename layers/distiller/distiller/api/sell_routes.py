@@ -275,8 +275,7 @@ def _reserve_deal(services: SellServices, partner: Partner, request: SellRequest
         missing = vehicle_errors(request)
         if missing:
             raise FieldErrors(missing)
-        listing = stub_listing(request, partner.partner_id, ObjectId(), now)
-        services.deals.insert_listing(listing)
+        listing = services.deals.insert_stub(stub_listing(request, partner.partner_id, ObjectId(), now))
     deal_id, guid = ObjectId(), str(uuid.uuid4())
     services.deals.insert_offer(
         dealnow_offer(request, partner, listing, offer_id=ObjectId(), deal_id=deal_id, guid=guid, now=now)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 WebhookScope = Literal["appSource", "organization", "both"]
 WEBHOOK_SCOPES: tuple[str, ...] = ("appSource", "organization", "both")
 LINK_PLATFORMS: tuple[str, ...] = ("dealnow", "pa-app")
+PARTNER_STATES: tuple[str, ...] = ("active", "paused")
+"""`state`: absent or "active"; "paused" while its endpoint is failing (set by the Dispatcher)."""
 
 
 class PartnerRecordError(ValueError):
@@ -30,6 +32,8 @@ class Partner:
     organization_user_id: str | None = None
     """`organizationUserId`: the partner-organisation user pre-bound on the buyer side of a DealNow
     offer (POST /sell); None: the partner's organisation is bound without a user."""
+    paused: bool = False
+    """`state: "paused"`: its endpoint kept failing, so its deliveries are held (`deliver/health.py`)."""
 
 
 def partner_from_record(record: Any, where: str = "partner") -> Partner:
@@ -83,6 +87,9 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
     if not isinstance(lead_organization_ids, list) or not all(isinstance(o, str | dict) for o in lead_organization_ids):
         raise PartnerRecordError(f"{where}.leadOrganizationIds: expected a list of organisation ids")
     leads_rate_limit = _leads_rate_limit(record.get("leadsRateLimit"), where)
+    state = _default(record.get("state"), "active")
+    if state not in PARTNER_STATES:
+        raise PartnerRecordError(f"{where}.state: {state!r} is not one of {', '.join(PARTNER_STATES)}")
     organization_user_id = record.get("organizationUserId")
     if organization_user_id is not None:
         organization_user_id = _id_text(organization_user_id)
@@ -98,6 +105,7 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         lead_organization_ids=tuple(_id_text(o) for o in lead_organization_ids),
         leads_rate_limit=leads_rate_limit,
         organization_user_id=organization_user_id,
+        paused=state == "paused",
     )
 
 

@@ -8,7 +8,9 @@ For each delivery message:
 3. read the partner's endpoint and secret now (a rotation applies to retries), sign, POST;
    an attempt that could not start in time (slots busy, invocation ending) goes back unchanged;
 4. on failure, requeue with the next delay of the schedule, or dead-letter after the last one;
-   a refused endpoint (SSRF, scheme, unusable partner record) is dead-lettered at once;
+   a refused endpoint (SSRF, scheme, unusable partner record) is dead-lettered at once; a last
+   failure that pauses the partner (`deliver/health.py`) is held instead, as is every delivery
+   of a paused partner (kept for the health sweep's drain, logged `held`, nothing POSTed);
 5. log the attempt. Queue actions come before the log entry, so a crash in between repeats
    the attempt rather than losing it; the log check in step 1 absorbs the repeat.
 
@@ -21,107 +23,42 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from distiller.adapters.queues import MAX_DELAY_SECONDS, MessageQueue, OutgoingMessage
-from distiller.adapters.secrets import SecretUnavailable
 from distiller.core.clock import iso_utc, utc_now
 from distiller.core.partners import Partner
+from distiller.deliver.attempts import SIGNATURE_REFUSED, RetrySchedule, Secrets, Sender, post_signed, webhook_headers
+from distiller.deliver.attempts import log_ids as _ids
+from distiller.deliver.attempts import loggable as _loggable
 from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
+from distiller.deliver.health import HELD_REASON, HeldDeliveries, HeldDelivery, PartnerHealth, PausePolicy, pause_reason
 from distiller.deliver.log import AttemptKey, ClaimHeld, DeliveryAttempt, DeliveryLog, DeliveryStatus
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.partner_metrics import PartnerTally
-from distiller.deliver.sender import USER_AGENT, SendResult, header_problem
-from distiller.deliver.signing import signature
+from distiller.deliver.sender import SendResult, header_problem
 from distiller.deliver.workers import DispatchWorkers
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_QUERY = re.compile(r"(?P<base>[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"?#]*)[?#][^\s'\"]*")
-
-
-def _loggable(text: str | None) -> str | None:
-    """`text` for the log, with any URL cut before its query string (tokens, signed links)."""
-    return _QUERY.sub(r"\g<base>?…", text) if text else text
-
-
-def _ids(message: DeliveryMessage, attempt: int | None = None) -> dict[str, object]:
-    """The keys that identify a delivery in every log line (never its payload, URL or secret)."""
-    keys: dict[str, object] = {
-        "partnerId": message.partner_id,
-        "eventId": message.event_id,
-        "event": message.event,
-        "redrive": message.redrive,
-    }
-    if attempt is not None:
-        keys["attempt"] = attempt
-    return keys
-
-
-Outcome = Literal["delivered", "skipped", "retry-scheduled", "dead-lettered", "deferred"]
+Outcome = Literal["delivered", "skipped", "retry-scheduled", "dead-lettered", "deferred", "held"]
 """`deferred`: no attempt was made (no time left, or another invocation holds it); the message
-went back on the retry queue unchanged."""
+went back on the retry queue unchanged. `held`: the partner is paused (`deliver/health.py`)."""
 
 FINISH_MARGIN_SECONDS = 5.0
 """Time kept back after the last possible attempt for its queue send and log write."""
 
 
+DEFAULT_SCHEDULE = RetrySchedule()
+DEFAULT_PAUSE_POLICY = PausePolicy()
+
+
 class DispatchFailure(RuntimeError):
     """Infrastructure failed (queue, log): the SQS message must be retried, not acknowledged."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetrySchedule:
-    """Delays before retry 1, 2, 3, ...; after the last one the delivery is dead-lettered."""
-
-    delays: tuple[int, ...] = (60, 300, 900)
-
-    @classmethod
-    def parse(cls, text: str) -> RetrySchedule:
-        try:
-            delays = tuple(int(part) for part in text.split(",") if part.strip())
-        except ValueError as exc:
-            raise ValueError(f"retry delays {text!r}: expected comma-separated whole seconds") from exc
-        if any(d < 0 or d > MAX_DELAY_SECONDS for d in delays):
-            raise ValueError(f"retry delays {text!r}: each must be 0..{MAX_DELAY_SECONDS} seconds (the SQS limit)")
-        return cls(delays)
-
-    def delay_after(self, attempts_made: int) -> int | None:
-        """Delay before the next attempt, or None when `attempts_made` exhausts the schedule."""
-        if attempts_made < 1:
-            raise ValueError(f"attempts_made must be >= 1, got {attempts_made}")
-        return self.delays[attempts_made - 1] if attempts_made <= len(self.delays) else None
-
-
-SIGNATURE_REFUSED = frozenset({401, 403})
-"""Answers after which the partner's secret is read afresh: it may have been rotated meanwhile."""
-
-
-class Secrets(Protocol):
-    def webhook_secret(self, partner_id: str) -> str: ...
-
-
-class Sender(Protocol):
-    def post(self, url: str, headers: dict[str, str], body: bytes, *, start_by: float | None = None) -> SendResult: ...
-
-
-def webhook_headers(message: DeliveryMessage, secret: str, body: bytes) -> dict[str, str]:
-    """Exactly the spec's headers; the signature covers `{X-PA-Timestamp}.{body}`."""
-    return {
-        "Content-Type": "application/json",
-        "X-PA-Event": message.event,
-        "X-PA-Timestamp": message.emitted_at,
-        "X-PA-Signature": signature(secret, message.emitted_at, body),
-        "X-PA-Partner": message.partner_id,
-        "X-PA-Event-Id": message.event_id,
-        "User-Agent": USER_AGENT,
-    }
 
 
 class Dispatcher:
@@ -134,7 +71,7 @@ class Dispatcher:
         log: DeliveryLog,
         retry_queue: MessageQueue,
         dead_letter_queue: MessageQueue,
-        schedule: RetrySchedule = RetrySchedule(),
+        schedule: RetrySchedule = DEFAULT_SCHEDULE,
         clock: Callable[[], dt.datetime] = utc_now,
         max_workers: int = 50,
         per_partner: int | None = None,
@@ -142,6 +79,9 @@ class Dispatcher:
         lease_seconds: float = 120.0,
         partner_errors: Callable[[], Sequence[str]] = tuple,
         payloads: PayloadStore | None = None,
+        held: HeldDeliveries | None = None,
+        health: PartnerHealth | None = None,
+        pause_policy: PausePolicy = DEFAULT_PAUSE_POLICY,
     ) -> None:
         self._partners = partners
         self._secrets = secrets
@@ -160,6 +100,10 @@ class Dispatcher:
         """How long a claimed attempt is reserved: longer than an invocation can run."""
         self._partner_errors = partner_errors
         self._payloads = payloads
+        self._held = held
+        self._health = health
+        """Without both, nothing is paused or held (the behaviour before endpoint health)."""
+        self.pause_policy = pause_policy
         self._tally = threading.local()  # the PartnerTally of the batch each thread is working on
 
     @property
@@ -245,6 +189,8 @@ class Dispatcher:
         already = self._already_processed(message, attempt)
         if already:
             return self._skip(message, attempt, partner.webhook_url, already)
+        if partner.paused and self._held is not None:
+            return self._hold(message, attempt, partner.webhook_url)
         if not partner.webhook_url:
             result = SendResult(False, error="partner has no webhook URL", refused=True)
             return self._finish_failed(message, attempt, None, result, final=True)
@@ -269,23 +215,7 @@ class Dispatcher:
             # no store, or the object expired or was deleted: no later attempt can find it either
             result = SendResult(False, error=str(exc))
             return self._finish_failed(message, attempt, partner.webhook_url, result, final=True)
-        body = message.raw_body()
-        latency_ms = None  # for the log line: how long the POST took
-        try:
-            secret = self._secrets.webhook_secret(partner.partner_id)
-        except SecretUnavailable as exc:
-            result = SendResult(False, error=str(exc))
-        else:
-            started = time.monotonic()
-            result = self._sender.post(
-                partner.webhook_url, webhook_headers(message, secret, body), body, start_by=start_by
-            )
-            latency_ms = round((time.monotonic() - started) * 1000)
-            if result.status_code in SIGNATURE_REFUSED:
-                forget = getattr(self._secrets, "forget", None)  # fakes in tests may not cache
-                if forget is not None:
-                    forget(partner.partner_id)
-
+        result, latency_ms = post_signed(self._sender, self._secrets, partner.webhook_url, message, start_by=start_by)
         if result.deferred:
             self._logged(lambda: self._log.release(key, claim))
             return self._defer(message, 0, result.error or "not started")
@@ -293,7 +223,7 @@ class Dispatcher:
             self._record(message, attempt, partner.webhook_url, "delivered", result, latency_ms=latency_ms)
             return "delivered"
         return self._finish_failed(
-            message, attempt, partner.webhook_url, result, final=result.refused, latency_ms=latency_ms
+            message, attempt, partner.webhook_url, result, final=result.refused, latency_ms=latency_ms, endpoint=True
         )
 
     def give_up(self, message: DeliveryMessage, reason: str) -> Outcome | None:
@@ -361,10 +291,17 @@ class Dispatcher:
         *,
         final: bool,
         latency_ms: int | None = None,
+        endpoint: bool = False,
     ) -> Outcome:
+        """`endpoint`: the partner's endpoint failed the attempt (not a missing record or payload),
+        so a last failure may pause the partner: the delivery is then held, not dead-lettered."""
         attempted_at = self._clock()
         after = message.after_attempt(iso_utc(attempted_at), result.error)
         delay = None if final else self.schedule.delay_after(attempt)
+        if delay is None and endpoint and self._pauses(message.partner_id, attempted_at):
+            # Held before the failed attempt is logged: a crash in between repeats the attempt.
+            failed = (message, attempt, url, "failed", result)
+            return self._hold(after, attempt + 1, url, then=lambda: self._record(*failed, at=attempted_at))
         if delay is None:
             self._send(self._dead_letters, OutgoingMessage(after.to_body()), "dead-letter queue")
             self._record(
@@ -387,6 +324,42 @@ class Dispatcher:
         self._send(self._retry_queue, OutgoingMessage(after.to_body(), delay), "retry queue")
         self._record(message, attempt, url, "failed", result, at=attempted_at, latency_ms=latency_ms)
         return "retry-scheduled"
+
+    def _pauses(self, partner_id: str, at: dt.datetime) -> bool:
+        """Whether this last failure pauses the partner (`health.pause_reason`), or another
+        invocation just did; only the invocation that changed the record logs it and counts it."""
+        if self._health is None or self._held is None:
+            return False
+        try:
+            streak = self._health.failure_streak(partner_id, self.pause_policy.dead_letters)
+            reason = pause_reason(streak, self.pause_policy, at)
+            if reason is None:
+                return False
+            changed = self._health.pause(partner_id, reason, at)
+        except Exception as exc:
+            raise DispatchFailure(f"partner health unavailable: {exc}") from exc
+        if changed:
+            logger.error("partner %s paused: %s", partner_id, reason, extra={"partnerId": partner_id, "reason": reason})
+            tally: PartnerTally | None = getattr(self._tally, "current", None)
+            if tally is not None:
+                tally.paused(partner_id)
+        return True
+
+    def _hold(
+        self, message: DeliveryMessage, attempt: int, url: str | None, *, then: Callable[[], None] | None = None
+    ) -> Outcome:
+        """Keep the delivery for the partner's resume (nothing sent, nothing dead-lettered), then log it."""
+        held = self._held
+        assert held is not None
+        at = self._clock()
+        try:
+            held.hold(HeldDelivery.of(message, at, HELD_REASON))
+        except Exception as exc:
+            raise DispatchFailure(f"held deliveries unavailable: {exc}") from exc
+        if then is not None:
+            then()
+        self._record(message, attempt, url, "held", SendResult(False, error=HELD_REASON), at=at)
+        return "held"
 
     def _skip(self, message: DeliveryMessage, attempt: int, url: str | None, reason: str) -> Outcome:
         self._record(message, attempt, url, "skipped", SendResult(False, error=reason))
@@ -448,3 +421,16 @@ class Dispatcher:
                 "deadLettered": dead_lettered,
             },
         )
+
+
+__all__ = [
+    "FINISH_MARGIN_SECONDS",
+    "SIGNATURE_REFUSED",
+    "DispatchFailure",
+    "Dispatcher",
+    "Outcome",
+    "RetrySchedule",
+    "Secrets",
+    "Sender",
+    "webhook_headers",
+]

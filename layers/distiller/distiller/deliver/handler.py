@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from distiller.adapters.sqs_batch import partial_batch_response, receive_count
+from distiller.deliver.health import PAUSED_METRIC
 from distiller.deliver.message import DeliveryMessage, DeliveryMessageError
 from distiller.deliver.partner_metrics import (
     DEAD_LETTERED_METRIC,
@@ -30,6 +31,7 @@ from distiller.deliver.partner_metrics import (
     SUCCESS_RATE_METRIC,
     PartnerTally,
     emit_partner_metrics,
+    emit_stage_metric,
 )
 from distiller.observability import SERVICE_NAME, logger, metrics
 
@@ -42,6 +44,7 @@ OUTCOME_METRICS = {
     "retry-scheduled": "RetryScheduled",
     "dead-lettered": "DeadLettered",
     "deferred": "Deferred",
+    "held": "Held",
 }
 
 
@@ -75,6 +78,7 @@ def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: Di
     for name, count in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
     emit_partner_metrics(tally, SERVICE_NAME, os.environ.get("STAGE"))
+    emit_stage_metric(PAUSED_METRIC, len(tally.paused_partners), SERVICE_NAME, os.environ.get("STAGE"))
     # One line per batch at INFO; the attempts' own lines are DEBUG when delivered.
     logger.info("dispatched batch", extra={"messages": len(records), **counts, "batchItemFailures": len(retry)})
     return partial_batch_response(event, retry, context)

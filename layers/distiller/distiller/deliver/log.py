@@ -27,9 +27,13 @@ CLAIM_RETENTION = dt.timedelta(days=7)
 EXCERPT_LIMIT = 1024
 """Characters of the partner's response body kept per attempt."""
 
-DeliveryStatus = Literal["delivered", "failed", "skipped"]
+DeliveryStatus = Literal["delivered", "failed", "skipped", "held"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
-"""Every status an attempt is logged with: the one enumeration (API filters, ops, the log)."""
+"""Every status an attempt is logged with: the one enumeration (ops, the log). `held`: kept for a
+paused partner (`deliver/health.py`), no POST made."""
+PARTNER_STATUSES: tuple[DeliveryStatus, ...] = ("delivered", "failed", "skipped")
+"""The statuses the spec's webhook-deliveries endpoint enumerates: all a partner's API sees
+(`held` entries are the operators', so partners' enum parsing keeps working)."""
 
 
 @dataclass(frozen=True, slots=True)

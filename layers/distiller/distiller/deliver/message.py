@@ -59,6 +59,10 @@ class DeliveryMessage:
             last_error=error,
         )
 
+    def next_round(self, round_: int) -> DeliveryMessage:
+        """The message as a new round of attempts (a redrive, a resume): the whole retry schedule again."""
+        return replace(self, attempt=0, last_error=None, redrive=round_)
+
     def to_body(self) -> str:
         body = {
             "partnerId": self.partner_id,

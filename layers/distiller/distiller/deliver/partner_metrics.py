@@ -60,6 +60,12 @@ class PartnerTally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._partners: dict[str, PartnerCounts] = {}
+        self.paused_partners: list[str] = []
+        """Partners this batch paused (the PartnerPaused metric and alarm)."""
+
+    def paused(self, partner_id: str) -> None:
+        with self._lock:
+            self.paused_partners.append(partner_id)
 
     def add(self, attempt: DeliveryAttempt) -> None:
         with self._lock:
@@ -113,4 +119,16 @@ def emit_partner_metrics(tally: PartnerTally, service: str, stage: str | None = 
     return emitted
 
 
-__all__ = ["PARTNER_METRICS", "PartnerTally", "emit_partner_metrics"]
+def emit_stage_metric(name: str, value: float, service: str, stage: str | None = None) -> None:
+    """One count with the dimensions service and stage only (no partner): what a stage's alarm
+    watches, so one alarm covers every partner (the log line names which)."""
+    if is_metrics_disabled() or not value:
+        return
+    metrics = EphemeralMetrics(service=service)
+    if stage:
+        metrics.add_dimension(name=STAGE_DIMENSION, value=stage)
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    metrics.flush_metrics()
+
+
+__all__ = ["PARTNER_METRICS", "PartnerTally", "emit_partner_metrics", "emit_stage_metric"]
