@@ -656,8 +656,8 @@ OPT_INS: tuple[Option, ...] = (
 """What each opt-in costs on top of the deployed defaults; all three together were the defaults before."""
 
 WITHOUT_PARTNER_METRICS = Option(
-    "no per-partner metrics (the partner dimension off)",
-    "estimate, not built (the dashboard's partner widgets would be empty)",
+    "PartnerMetrics=false (no partner dimension)",
+    "built: template parameter (the dashboard's per-partner widgets stay empty)",
     assume={"partner_blob_bytes": 0, "partner_value_bytes": 0, "partner_metrics": 0},
 )
 
@@ -840,9 +840,11 @@ def _verdict(inputs: Inputs, models: dict[tuple[str, float], CostModel], latenci
         f"back into all three (as before) costs {usd(opted.subtotal())} for the four services + X-Ray "
         f"{usd(opted.subtotal(('X-Ray',)))}: see Options below.",
         f"- What keeps it over: the per-partner metrics (issue 15: one EMF blob per partner per batch) cost "
-        f"{usd(base.subtotal() - unpartnered.subtotal())}; without them the four services come to "
+        f"{usd(base.subtotal() - unpartnered.subtotal())}; with the template parameter PartnerMetrics=false (the "
+        f"totals, the PartnerPaused alarm and the delivery log stay) the four services come to "
         f"{usd(unpartnered.subtotal())}. The next lever is not built: {SAVINGS[0].name} would bring the four "
-        f"services to {usd(packed.subtotal())} (an estimate: SQS {usd(packed.subtotal(('SQS',)))}).",
+        f"services to {usd(packed.subtotal())} with the per-partner metrics on (an estimate: SQS "
+        f"{usd(packed.subtotal(('SQS',)))}).",
         f"- A slow partner moves the Dispatcher line: at {slow:g} s every batch of {s.dispatcher.batch_size} for one "
         f"partner waits {math.ceil(s.dispatcher.batch_size / one_partner_posts(inputs))} waves, and the four services"
         f" come to {usd(models[('documentdb', slow)].subtotal())} per million.",

@@ -110,7 +110,9 @@ dispatcher = Dispatcher(
     dead_letter_queue=Queue(),
     schedule=RetrySchedule(()),  # a failed first attempt is dead-lettered at once
 )
-app.get_runtime = lambda: SimpleNamespace(max_receive_count=5, dispatcher=dispatcher, dead_letters=Queue())
+app.get_runtime = lambda: SimpleNamespace(
+    max_receive_count=5, dispatcher=dispatcher, dead_letters=Queue(), partner_metrics=True
+)
 
 def delivery(partner_id, n):
     return DeliveryMessage(

@@ -100,6 +100,7 @@ def _answering(name: str, module: ModuleType, monkeypatch: pytest.MonkeyPatch) -
     if name == "dispatcher":
         runtime = SimpleNamespace(
             max_receive_count=5,
+            partner_metrics=True,
             dispatcher=SimpleNamespace(dispatch_all=lambda messages, **kwargs: []),
             dead_letters=SimpleNamespace(park=lambda body, reason, message_id: True),
         )

@@ -180,3 +180,18 @@ def test_held_attempts_are_counted_for_item_2():
     tally.add(attempt("failed", 12, dead_lettered=True))
     counts = tally.by_partner()["acme-motors"]
     assert (counts.held, counts.failed, counts.dead_lettered, counts.latencies_ms) == (1, 1, 1, [12])
+
+
+def test_partner_metrics_off_keeps_the_totals_and_prints_no_partner_blob(world, lambda_context, capsys):
+    for partner_id, url in URLS.items():
+        world.add_partner(partner_id, url)
+    runtime = world.runtime(world.dispatcher(sender=FakeSender()))
+    runtime.partner_metrics = False
+    world.queue(world.delivery_url).send([world_outgoing(message("acme-motors")), world_outgoing(message("lendco"))])
+    event = world.sqs_event(world.delivery_url, world.receive(world.delivery_url))
+
+    assert handle_deliveries(event, lambda_context, runtime) == {"batchItemFailures": []}
+
+    assert partner_blobs(capsys.readouterr().out) == {}
+    totals = {name: metric["Value"] for name, metric in metrics.metric_set.items()}
+    assert totals == {"Delivered": [1.0], "RetryScheduled": [1.0]}

@@ -132,7 +132,7 @@ def test_the_opt_ins_each_cost_more_and_together_match_the_previous_defaults(inp
 
 def test_several_deliveries_per_message_is_an_unbuilt_estimate_that_cuts_sqs(inputs):
     packing, without_partner_metrics = scaling.SAVINGS
-    assert without_partner_metrics is scaling.WITHOUT_PARTNER_METRICS and not without_partner_metrics.built
+    assert without_partner_metrics is scaling.WITHOUT_PARTNER_METRICS and without_partner_metrics.built
     assert not packing.built
     base = scaling.cost_model(inputs, "documentdb", 0.05)
     packed = scaling.cost_model(scaling.with_options(inputs, (packing,)), "documentdb", 0.05)
@@ -261,3 +261,9 @@ def test_per_partner_metrics_cost_a_blob_per_partner_per_batch_and_a_value_per_a
     assert logs["with"] > logs["without"]
     fewer = scaling.with_options(inputs, (scaling.Option("one partner", "test", assume={"partners": 1}),))
     assert scaling.partners_per_batch(fewer) == pytest.approx(1.0)
+
+
+def test_the_partner_metrics_switch_the_document_prices_is_the_templates_parameter():
+    template = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    assert "PartnerMetrics=false" in scaling.WITHOUT_PARTNER_METRICS.name
+    assert "\n  PartnerMetrics:\n" in template and "PARTNER_METRICS: !Ref PartnerMetrics" in template

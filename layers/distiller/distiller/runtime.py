@@ -105,6 +105,8 @@ class DispatcherRuntime:
     dispatcher: Dispatcher
     dead_letters: SqsQueue
     max_receive_count: int = 5
+    partner_metrics: bool = True
+    """One EMF blob per partner per batch (`PARTNER_METRICS`); off, only the totals and PartnerPaused."""
 
     @classmethod
     def build(
@@ -149,7 +151,12 @@ class DispatcherRuntime:
             health=MongoPartnerHealth(database),
             pause_policy=(health or EndpointHealthSettings()).policy(),
         )
-        return cls(dispatcher=dispatcher, dead_letters=dead_letters, max_receive_count=settings.max_receive_count)
+        return cls(
+            dispatcher=dispatcher,
+            dead_letters=dead_letters,
+            max_receive_count=settings.max_receive_count,
+            partner_metrics=settings.partner_metrics,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherRuntime:

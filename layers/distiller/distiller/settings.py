@@ -103,6 +103,7 @@ class DispatcherSettings(_FromEnv):
     claim_lease_seconds: float = _env(
         "CLAIM_LEASE_SECONDS", "how long an attempt stays claimed: longer than the function may run", 120.0, ge=1
     )
+    partner_metrics: bool = _env("PARTNER_METRICS", "per-partner metrics (one EMF blob per partner per batch)", True)
 
 
 class EndpointHealthSettings(_FromEnv):

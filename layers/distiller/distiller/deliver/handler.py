@@ -4,7 +4,8 @@ Parse each message, call the dispatcher, report partial batch failures for the m
 queue or log step failed (they are retried; POSTed ones are not re-POSTed thanks to the delivery
 log). A message that is not a delivery is dead-lettered with its reason; so is one that failed on
 its last receive, rather than being moved by SQS without a reason. Metrics: the batch's outcome
-totals, then one blob per partner (`distiller.deliver.partner_metrics`).
+totals, one blob per partner (`distiller.deliver.partner_metrics`; off with `PARTNER_METRICS=false`),
+and PartnerPaused when the batch paused a partner (always: the alarm watches it).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: Di
             counts[OUTCOME_METRICS[outcome]] += 1
     for name, count in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
-    emit_partner_metrics(tally, SERVICE_NAME, os.environ.get("STAGE"))
+    if runtime.partner_metrics:
+        emit_partner_metrics(tally, SERVICE_NAME, os.environ.get("STAGE"))
     emit_stage_metric(PAUSED_METRIC, len(tally.paused_partners), SERVICE_NAME, os.environ.get("STAGE"))
     # One line per batch at INFO; the attempts' own lines are DEBUG when delivered.
     logger.info("dispatched batch", extra={"messages": len(records), **counts, "batchItemFailures": len(retry)})
