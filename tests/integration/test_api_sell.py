@@ -896,3 +896,20 @@ def test_a_claim_whose_stub_was_sold_meanwhile_gives_way_to_a_new_stub(api):
     assert fresh != sold and api.count("seller_listings", {"vehicle.vin": NEW_VIN}) == 2
     claim = api.database["dealnow_stub_claims"].find_one({"_id": f"stub:{NEW_VIN}"})
     assert claim["listing"]["_id"] == fresh
+
+
+def test_of_two_requests_finding_a_stale_claim_one_swaps_it_and_both_use_one_stub(api):
+    from distiller.api.sell import stub_listing
+
+    first = api.post(BAYSIDE, new_vehicle())[1]
+    sold = api.offer(first["dealId"])["listingId"]
+    api.database["seller_listings"].update_one({"_id": sold}, {"$set": {"status": "sold"}})
+    store = MongoDealStore(api.database)
+    request = validate_sell(new_vehicle())
+    ours, theirs = (stub_listing(request, BAYSIDE, ObjectId(), api.clock.now) for _ in range(2))
+
+    # Both found no live listing; the first to swap the stale claim wins, the second takes its stub.
+    assert store.insert_stub(ours)["_id"] == ours["_id"]
+    assert store.insert_stub(theirs)["_id"] == ours["_id"]
+
+    assert api.count("seller_listings", {"vehicle.vin": NEW_VIN, "status": "draft"}) == 1

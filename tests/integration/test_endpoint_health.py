@@ -17,10 +17,12 @@ import pytest
 from distiller.adapters.endpoint_health import MongoPartnerHealth
 from distiller.adapters.lookups import MongoLookups
 from distiller.adapters.queues import OutgoingMessage
+from distiller.core.clock import iso_utc
 from distiller.deliver.attempts import RetrySchedule
 from distiller.deliver.dispatch import Dispatcher
-from distiller.deliver.handler import handle_deliveries
+from distiller.deliver.handler import handle_deliveries, report_pause
 from distiller.deliver.health import HELD_COLLECTION, PAUSED_METRIC, HeldDelivery, PausePolicy
+from distiller.deliver.health_handler import handle_health_sweep
 from distiller.deliver.message import DeliveryMessage
 from distiller.deliver.partner_metrics import (
     HELD_METRIC,
@@ -29,9 +31,9 @@ from distiller.deliver.partner_metrics import (
     PartnerTally,
 )
 from distiller.deliver.signing import verify
-from distiller.deliver.sweep import HealthSweep, SweepReport
+from distiller.deliver.sweep import HealthSweep, SweepFailed, SweepReport
 from distiller.observability import metrics
-from distiller.runtime import held_deliveries
+from distiller.runtime import HealthRuntime, held_deliveries
 from tests.delivery_world import message, serve, world  # noqa: F401  (fixtures)
 from tests.integration.loopback import Reply
 
@@ -54,7 +56,7 @@ class Clock:
 class Stack:
     """The Dispatcher and the health sweep over one mongomock database and the world's queues."""
 
-    def __init__(self, queues: Any, url: str, *, active: bool = True) -> None:
+    def __init__(self, queues: Any, url: str, *, active: bool = True, on_pause: Any = None) -> None:
         self.world = queues
         self.db = queues.collection.database
         self.clock = Clock()
@@ -63,6 +65,7 @@ class Stack:
         self.partners = MongoLookups(self.db, ttl_seconds=0).partners
         self.held = held_deliveries(self.db)
         self.health = MongoPartnerHealth(self.db)
+        self.paused: list[str] = []
         self.dispatcher = Dispatcher(
             partners=self.partners,
             secrets=queues.secrets,
@@ -75,6 +78,7 @@ class Stack:
             held=self.held,
             health=self.health,
             pause_policy=POLICY,
+            on_pause=on_pause or self.paused.append,
         )
         self.sweeper = self.health_sweep(self.held)
 
@@ -142,7 +146,7 @@ def stack_for(world):  # noqa: F811
 
 def deliveries(count: int) -> list[DeliveryMessage]:
     """Deliveries emitted a second apart, in that order."""
-    return [replace(message("acme"), emitted_at=f"2026-03-02T08:59:{10 + n:02d}.000Z") for n in range(count)]
+    return [replace(message("acme"), emitted_at=iso_utc(START - dt.timedelta(seconds=60 - n))) for n in range(count)]
 
 
 def test_a_partner_down_then_up_receives_every_held_delivery_exactly_once_in_order(world, serve, stack_for):  # noqa: F811
@@ -153,10 +157,9 @@ def test_a_partner_down_then_up_receives_every_held_delivery_exactly_once_in_ord
     # Down: the first delivery is dead-lettered after its two attempts; the second one's last
     # failure is the second consecutive dead letter, so the partner is paused and it is held.
     assert stack.dispatch_until_settled(first) == ["retry-scheduled", "dead-lettered"]
-    tally = PartnerTally()
-    assert stack.dispatch(second, tally=tally) == ["retry-scheduled"]
-    assert stack.dispatch(*world.take(world.retry_url), tally=tally) == ["held"]
-    assert tally.paused_partners == ["acme"]
+    assert stack.dispatch(second) == ["retry-scheduled"]
+    assert stack.dispatch(*world.take(world.retry_url)) == ["held"]
+    assert stack.paused == ["acme"]  # reported once, by the invocation that paused it
     record = stack.record()
     assert record["state"] == "paused"
     assert "2 consecutive deliveries dead-lettered" in record["health"]["reason"]
@@ -178,15 +181,17 @@ def test_a_partner_down_then_up_receives_every_held_delivery_exactly_once_in_ord
     assert stack.record()["health"]["lastProbeAt"] is not None
     assert stack.sweep(60).probes == {}  # the next probe waits for the interval again
 
-    # Up: the next probe delivers the oldest held delivery, resumes the partner, drains the rest.
+    # Up: the next probe takes the least-probed delivery (the oldest not probed yet), is delivered,
+    # resumes the partner and drains the rest.
     server.default = Reply(200)
     up_from = len(server.received)
     report = stack.sweep(POLICY.probe_seconds)
     assert report.probes == {"acme": True} and report.resumed == ["acme"] and report.drained == {"acme": 4}
+    assert server.received[up_from].header("X-PA-Event-Id") == later[0].event_id
     assert "state" not in stack.record()
     assert stack.held.count("acme") == 0
     queued = [DeliveryMessage.from_body(q.raw) for q in world.queued(world.delivery_url)]
-    assert [m.event_id for m in queued] == [m.event_id for m in later]  # oldest emitted first
+    assert [m.event_id for m in queued] == [m.event_id for m in [second, *later[1:]]]  # oldest emitted first
     assert all(m.attempt == 0 and m.redrive > 0 for m in queued)  # a round of their own: the full schedule
 
     assert stack.dispatch(*world.take(world.delivery_url)) == ["delivered"] * 4
@@ -212,8 +217,7 @@ def test_a_drain_repeated_after_a_crash_is_delivered_once(world, serve, stack_fo
         assert stack.held.hold(HeldDelivery.of(m, START, "test"))
     assert not stack.held.hold(HeldDelivery.of(held[0], START, "test"))  # held once per round
 
-    with pytest.raises(RuntimeError, match="crashed"):
-        stack.crashing_sweep().run()
+    assert "crashed before removing" in stack.crashing_sweep().run().errors["acme"]
     assert stack.sweep(60).drained == {"acme": 3}  # drained again: six messages on the queue
     queued = world.take(world.delivery_url)
     assert len(queued) == 6
@@ -231,8 +235,7 @@ def test_a_probe_delivered_before_a_crash_is_not_sent_again(world, serve, stack_
     stack.health.pause("acme", "test", START)
     # The probe is delivered and logged, then the invocation dies before removing it from the hold.
     stack.clock.advance(POLICY.probe_seconds)
-    with pytest.raises(RuntimeError, match="crashed"):
-        stack.crashing_sweep().run()
+    assert "crashed before removing" in stack.crashing_sweep().run().errors["acme"]
     assert len(server.received) == 1 and stack.record()["state"] == "paused"
     report = stack.sweep(POLICY.probe_seconds)
     assert report.already_delivered == 1  # found delivered in a later round: removed unsent
@@ -244,8 +247,10 @@ def test_a_probe_delivered_before_a_crash_is_not_sent_again(world, serve, stack_
 def test_held_deliveries_past_the_retention_are_dead_lettered_with_their_reason(world, serve, stack_for):  # noqa: F811
     server = serve(default=Reply(503))
     stack = stack_for(server.url())
-    old, recent = deliveries(2)
-    stack.held.hold(HeldDelivery.of(old, START, "test"))
+    (old,) = deliveries(1)
+    recent = replace(message("acme"), emitted_at=iso_utc(START + dt.timedelta(days=10)))
+    # Retention counts from emission: a delivery re-held yesterday is still as old as its emission.
+    stack.held.hold(HeldDelivery.of(old, START + dt.timedelta(days=14), "test"))
     stack.held.hold(HeldDelivery.of(recent, START + dt.timedelta(days=10), "test"))
     stack.health.pause("acme", "test", START)
     stack.health.probed("acme", START + dt.timedelta(days=15), "down")  # no probe in this sweep
@@ -256,7 +261,7 @@ def test_held_deliveries_past_the_retention_are_dead_lettered_with_their_reason(
     assert "14-day retention" in parked.body["lastError"]
     (entry,) = [e for e in world.entries(event_id=old.event_id)]
     assert entry["status"] == "failed" and entry["deadLettered"] is True and "retention" in entry["error"]
-    assert [h.event_id for h in stack.held.oldest("acme", 10)] == [recent.event_id]
+    assert [h.event_id for h in stack.held.oldest("acme", 10, stack.clock())] == [recent.event_id]
     assert server.received == []
 
 
@@ -303,7 +308,7 @@ def test_the_dispatcher_function_reports_the_pause_once_for_the_alarm_and_counts
     monkeypatch.setenv("STAGE", "prod")
     metrics.clear_metrics()
     server = serve(default=Reply(503))
-    stack = stack_for(server.url())
+    stack = stack_for(server.url(), on_pause=report_pause)  # as DispatcherRuntime.build wires it
     first, second, third = deliveries(3)
     stack.dispatch_until_settled(first)
     runtime = world.runtime(stack.dispatcher)
@@ -334,3 +339,106 @@ def test_no_probe_starts_without_time_for_a_whole_attempt(world, serve, stack_fo
     report = stack.sweeper.run(remaining_seconds=stack.sweeper.attempt_budget_seconds)  # no margin left
     assert report.probes == {} and server.received == [] and stack.record()["state"] == "paused"
     assert stack.sweeper.run(remaining_seconds=60).probes == {"acme": True}  # still due: probed next time
+
+
+def test_a_stale_cached_pause_is_checked_afresh_and_the_delivery_is_sent(world, serve, stack_for):  # noqa: F811
+    server = serve()
+    stack = stack_for(server.url())
+    (one,) = deliveries(1)
+    stale = Dispatcher(  # its partner list was read while the partner was paused; the record is resumed now
+        partners=lambda: [replace(p, paused=True) for p in stack.partners()],
+        secrets=world.secrets,
+        sender=world.sender(),
+        log=world.log,
+        retry_queue=world.queue(world.retry_url),
+        dead_letter_queue=world.queue(world.dlq_url),
+        held=stack.held,
+        health=stack.health,
+    )
+    try:
+        assert stale.dispatch_all([one]) == ["delivered"]
+    finally:
+        stale.close()
+    assert stack.held.count("acme") == 0 and len(server.received) == 1
+
+
+def test_a_delivery_being_probed_is_left_by_a_drain(world, serve, stack_for):  # noqa: F811
+    server = serve()
+    stack = stack_for(server.url())
+    probed, other = deliveries(2)
+    for m in (probed, other):
+        stack.held.hold(HeldDelivery.of(m, START, "test"))
+    [candidate] = [h for h in stack.held.least_probed("acme", 10) if h.event_id == probed.event_id]
+    assert stack.held.lease(candidate, START, START + dt.timedelta(minutes=2))
+    assert not stack.held.lease(candidate, START, START + dt.timedelta(minutes=2))  # one probe at a time
+
+    report = SweepReport()
+    stack.sweeper.drain("acme", START, report)
+
+    assert report.drained == {"acme": 1}
+    assert [h.event_id for h in stack.held.least_probed("acme", 10)] == [probed.event_id]
+    stack.held.probe_failed(candidate)  # the probe failed: counted, the lease ended
+    [after] = stack.held.least_probed("acme", 10)
+    assert after.probes == 1 and stack.held.oldest("acme", 10, START) == [after]
+
+
+def test_once_held_a_failing_log_write_does_not_send_the_message_back(world, serve, stack_for):  # noqa: F811
+    server = serve()
+    stack = stack_for(server.url())
+    stack.health.pause("acme", "test", START)
+    (one,) = deliveries(1)
+
+    class LogDown:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(world.log, name)
+
+        def record(self, attempt: Any) -> None:
+            raise RuntimeError("delivery log down")
+
+    dispatcher = Dispatcher(
+        partners=stack.partners,
+        secrets=world.secrets,
+        sender=world.sender(),
+        log=LogDown(),
+        retry_queue=world.queue(world.retry_url),
+        dead_letter_queue=world.queue(world.dlq_url),
+        held=stack.held,
+        health=stack.health,
+    )
+    try:
+        # Not an exception (which would return the message to SQS): the held copy is the one copy.
+        assert dispatcher.dispatch_all([one]) == ["held"]
+        assert dispatcher.dispatch_all([one]) == ["held"]  # a redelivered copy: still held once
+    finally:
+        dispatcher.close()
+    assert stack.held.count("acme") == 1 and server.received == []
+
+
+def test_one_partners_failure_does_not_stop_the_sweep_for_the_others(world, serve, stack_for, lambda_context):  # noqa: F811
+    server = serve()
+    stack = stack_for(server.url())
+    (ours,) = deliveries(1)
+    stack.held.hold(HeldDelivery.of(ours, START, "test"))
+    theirs = replace(message("broken"), emitted_at=ours.emitted_at)
+    stack.db["partners"].insert_one({"partnerId": "broken", "active": True, "webhook": {"url": server.url()}})
+    stack.held.hold(HeldDelivery.of(theirs, START, "test"))
+    store = stack.held
+
+    class BrokenForOne:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def oldest(self, partner_id: str, limit: int, now: dt.datetime) -> list[HeldDelivery]:
+            if partner_id == "broken":
+                raise RuntimeError("store timeout")
+            return store.oldest(partner_id, limit, now)
+
+    report = stack.health_sweep(BrokenForOne()).run()
+
+    assert report.drained == {"acme": 1}
+    assert "store timeout" in report.errors["broken"]
+    # The function fails the invocation (its errors alarm), after sweeping the others.
+    stack.held.hold(HeldDelivery.of(replace(ours, redrive=7), START, "test"))
+    with pytest.raises(SweepFailed, match="broken: RuntimeError: store timeout"):
+        handle_health_sweep({}, lambda_context, HealthRuntime(sweep=stack.health_sweep(BrokenForOne())))
+    assert stack.held.count("acme") == 0

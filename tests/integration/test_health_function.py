@@ -45,7 +45,7 @@ def database() -> Any:
 @pytest.fixture
 def held_messages(database) -> list[DeliveryMessage]:
     """Three held deliveries, stored middle, newest, oldest; returned oldest emitted first."""
-    base = dt.datetime(2026, 4, 21, 13, 0, tzinfo=dt.UTC)
+    base = utc_now() - dt.timedelta(hours=2)  # within the hold's retention, which counts from emission
     oldest, middle, newest = (
         dataclasses.replace(message(PARTNER), emitted_at=iso_utc(base + dt.timedelta(minutes=minutes)))
         for minutes in (0, 5, 10)
@@ -144,6 +144,7 @@ def test_a_delivered_probe_resumes_the_partner_and_drains_the_rest_oldest_first(
         "alreadyDelivered": 0,
         "expired": 0,
         "stillHeld": {},
+        "errors": {},
     }
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if RESUMED_METRIC in line]
     [resumed] = [b for b in blobs if "_aws" in b]
@@ -175,6 +176,7 @@ def test_a_failed_probe_leaves_the_partner_paused_and_everything_held(
         "alreadyDelivered": 0,
         "expired": 0,
         "stillHeld": {PARTNER: 3},
+        "errors": {},
     }
 
     # The next minute's sweep does not probe again: the last probe is younger than HEALTH_PROBE_SECONDS.

@@ -429,3 +429,23 @@ def test_secrets_never_reach_the_log(stack, caplog):
     values = [*printed_secrets(out).values(), *printed_secrets(out2).values()]
     assert len(values) == 3
     assert not any(value in caplog.text or value in err for value in values)
+
+
+def test_a_change_writes_only_what_it_changed_so_a_pause_meanwhile_survives():
+    from distiller_tools.partners.stores import MongoPartners
+
+    collection = mongomock.MongoClient(tz_aware=True)["privateauto"]["partners"]
+    collection.insert_one({"partnerId": "acme", "active": True, "webhook": {"url": "https://a.example/h"}})
+    store = MongoPartners(collection, "mongo")
+    before = store.get("acme")
+    assert before is not None
+    # The Dispatcher pauses the partner between the command's read and its write.
+    assert MongoPartnerHealth(collection.database).pause("acme", "5 dead letters", dt.datetime.now(dt.UTC))
+
+    store.replace({**before, "webhook": {"url": "https://b.example/h"}, "webhookScope": "organization"}, before)
+
+    stored = collection.find_one({"partnerId": "acme"})
+    assert stored["webhook"] == {"url": "https://b.example/h"} and stored["webhookScope"] == "organization"
+    assert stored["state"] == "paused" and stored["health"]["reason"] == "5 dead letters"
+    store.replace({k: v for k, v in before.items() if k != "active"}, before)  # a removed key is unset
+    assert "active" not in collection.find_one({"partnerId": "acme"})

@@ -9,7 +9,14 @@ import pytest
 
 from distiller.adapters.endpoint_health import MongoPartnerHealth
 from distiller.core.partners import PartnerRecordError, partner_from_record
-from distiller.deliver.health import FailureStreak, HeldDelivery, PausePolicy, already_delivered, pause_reason
+from distiller.deliver.health import (
+    HEALTH_ROUNDS_FROM,
+    FailureStreak,
+    HeldDelivery,
+    PausePolicy,
+    already_delivered,
+    pause_reason,
+)
 from distiller.deliver.message import DeliveryMessage
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -62,9 +69,9 @@ def message(round_: int = 0, attempt: int = 3) -> DeliveryMessage:
 
 def test_a_resumed_delivery_is_its_own_round_with_the_whole_schedule_and_the_same_one_each_drain() -> None:
     held = HeldDelivery.of(message(), NOW, "paused")
-    resumed = held.resumed(NOW + HOUR)
-    assert resumed.redrive == int(NOW.timestamp()) and resumed.attempt == 0 and resumed.last_error is None
-    assert held.resumed(NOW + 5 * HOUR) == resumed  # a repeated drain is the same round: deduplicated
+    resumed = held.resumed()
+    assert resumed.redrive == int(NOW.timestamp() * 1000) and resumed.attempt == 0 and resumed.last_error is None
+    assert held.resumed() == resumed  # a repeated drain is the same round: deduplicated
     assert (resumed.event_id, resumed.emitted_at, resumed.payload) == (
         held.message().event_id,
         message().emitted_at,
@@ -72,16 +79,20 @@ def test_a_resumed_delivery_is_its_own_round_with_the_whole_schedule_and_the_sam
     )
 
 
-def test_a_replayed_delivery_held_in_the_second_of_its_round_still_resumes_in_a_later_round() -> None:
-    replay_round = int(NOW.timestamp())
+def test_health_rounds_are_apart_from_replay_and_redrive_rounds() -> None:
+    replay_round = int(NOW.timestamp())  # the partner API's replay: epoch seconds
     held = HeldDelivery.of(message(round_=replay_round), NOW, "paused")
-    assert held.resumed(NOW).redrive == replay_round + 1
+    resumed = held.resumed().redrive
+    assert resumed >= HEALTH_ROUNDS_FROM > replay_round + 10**9  # no replay second can reach it
+    again = HeldDelivery.of(held.resumed(), NOW + HOUR, "paused again")  # drained, then held once more
+    assert again.resumed().redrive > resumed  # a later round: its earlier attempts do not count against it
 
 
 def test_each_probe_is_a_round_apart_from_the_resume_round() -> None:
     held = HeldDelivery.of(message(), NOW, "paused")
     probes = {held.probe(NOW + n * HOUR).redrive for n in range(3)}
-    assert len(probes) == 3 and held.resumed(NOW).redrive not in probes
+    assert len(probes) == 3 and held.resumed().redrive not in probes
+    assert held.probe(NOW).redrive != held.resumed().redrive  # a probe in the very millisecond of the hold
 
 
 @pytest.mark.parametrize(
@@ -110,10 +121,9 @@ def test_the_streak_starts_after_the_last_delivered_attempt_and_pause_changes_th
     db = mongomock.MongoClient(tz_aware=True)["privateauto"]
     log = db["webhook_deliveries"]
 
-    def attempt(hours_ago: int, status: str, dead: bool = False, partner: str = "acme") -> None:
-        log.insert_one(
-            {"partnerId": partner, "status": status, "deadLettered": dead, "attemptedAt": NOW - hours_ago * HOUR}
-        )
+    def attempt(hours_ago: int, status: str, dead: bool = False, partner: str = "acme", url: str | None = "u") -> None:
+        at = NOW - hours_ago * HOUR
+        log.insert_one({"partnerId": partner, "status": status, "deadLettered": dead, "attemptedAt": at, "url": url})
 
     attempt(30, "failed", dead=True)
     attempt(20, "delivered")
@@ -121,15 +131,22 @@ def test_the_streak_starts_after_the_last_delivered_attempt_and_pause_changes_th
     attempt(9, "failed", dead=True)
     attempt(5, "held")
     attempt(4, "failed", dead=True)
+    attempt(3, "failed", dead=True, url=None)  # a give-up or an expired hold: no attempt at the endpoint
     attempt(1, "failed", dead=True, partner="other")
     health = MongoPartnerHealth(db)
     assert health.failure_streak("acme", 5) == FailureStreak(2, NOW - 10 * HOUR)
     assert health.failure_streak("acme", 1).dead_letters == 1  # counted only as far as needed
     assert health.failure_streak("nobody", 5) == FailureStreak(0, None)
+    # An operator's resume starts a fresh count, as a delivered attempt does.
+    db["partners"].insert_one({"partnerId": "acme", "health": {"resumedAt": NOW - 6 * HOUR}})
+    assert health.failure_streak("acme", 5) == FailureStreak(1, NOW - 4 * HOUR)
+    db["partners"].delete_many({})
 
     db["partners"].insert_one({"partnerId": "acme"})
+    assert health.is_paused("acme") is False
     assert health.pause("acme", "5 dead letters", NOW) is True
     assert health.pause("acme", "again", NOW) is False  # one invocation wins: one alarm
+    assert health.is_paused("acme") is True
     assert [p.partner_id for p in health.paused()] == ["acme"] and health.paused()[0].reason == "5 dead letters"
     assert health.resume("acme", NOW, "probe delivered") is True
     assert health.resume("acme", NOW, "probe delivered") is False

@@ -40,7 +40,7 @@ from distiller.api.sell_routes import SellServices
 from distiller.core.lookups import Lookups
 from distiller.deliver.claim_check import PayloadStore
 from distiller.deliver.dispatch import Dispatcher, RetrySchedule
-from distiller.deliver.handler import handle_deliveries
+from distiller.deliver.handler import handle_deliveries, report_pause
 from distiller.deliver.health import HELD_COLLECTION
 from distiller.deliver.health_handler import handle_health_sweep
 from distiller.deliver.log import DELIVERIES_COLLECTION, DeliveryLog
@@ -150,6 +150,7 @@ class DispatcherRuntime:
             held=held_deliveries(database),
             health=MongoPartnerHealth(database),
             pause_policy=(health or EndpointHealthSettings()).policy(),
+            on_pause=report_pause,
         )
         return cls(
             dispatcher=dispatcher,

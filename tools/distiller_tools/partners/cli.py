@@ -340,7 +340,7 @@ def _write(
 ) -> dict[str, Any]:
     """Store `record` with `changes` (checked whole first), print it; the stored record."""
     updated = records.apply_changes(record, changes)
-    partner_store.replace(_checked(updated))
+    partner_store.replace(_checked(updated), before=record)
     _print_record(updated, stdout)
     print(f"partners: {updated['partnerId']!r}: changed {', '.join(changes)} in {partner_store.where}", file=stderr)
     return updated

@@ -42,7 +42,11 @@ class PartnerStore(Protocol):
         """Store a new record; False (nothing written) when its partnerId already exists."""
         ...
 
-    def replace(self, record: dict[str, Any]) -> None: ...
+    def replace(self, record: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+        """Store `record`; given the `before` it was made from, only the top-level keys that differ are
+        written, so a pause the Dispatcher writes meanwhile (`state`, `health`) is not overwritten."""
+        ...
+
     def held_count(self, partner_id: str) -> int | None:
         """Deliveries held for the partner; None where no held store exists (the partners file)."""
         ...
@@ -130,7 +134,7 @@ class PartnersFile:
         self._write([*records, record])
         return True
 
-    def replace(self, record: dict[str, Any]) -> None:
+    def replace(self, record: dict[str, Any], before: dict[str, Any] | None = None) -> None:
         records = self._read()
         i = self._index(records, record["partnerId"])
         if i is None:
@@ -249,8 +253,17 @@ class MongoPartners:
         )
         return result.upserted_id is not None
 
-    def replace(self, record: dict[str, Any]) -> None:
-        result = self._call(lambda: self._collection.replace_one({"partnerId": record["partnerId"]}, record))
+    def replace(self, record: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+        where = {"partnerId": record["partnerId"]}
+        if before is None:
+            result = self._call(lambda: self._collection.replace_one(where, record))
+        else:
+            changed = {k: v for k, v in record.items() if k != "_id" and (k not in before or before[k] != v)}
+            removed = {k: "" for k in before if k not in record and k != "_id"}
+            update = {op: fields for op, fields in (("$set", changed), ("$unset", removed)) if fields}
+            if not update:
+                return
+            result = self._call(lambda: self._collection.update_one(where, update))
         if result.matched_count != 1:
             raise StoreError(f"{self.where}: partner {record['partnerId']!r} disappeared while being changed")
 

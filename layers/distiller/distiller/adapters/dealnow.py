@@ -64,20 +64,33 @@ class MongoDealStore:
             "expiresAt": self._clock() + dt.timedelta(seconds=STUB_CLAIM_SECONDS),
         }
         try:
-            try:
-                self._claims.insert_one(claim)
-            except DuplicateKeyError:
-                held = (self._claims.find_one({"_id": claim_id}) or {}).get("listing")
-                if isinstance(held, dict) and self._usable(held):
-                    listing = held
-                else:  # expired between the two calls, or its stub is sold or deleted by now
-                    self._claims.replace_one({"_id": claim_id}, claim, upsert=True)
+            listing = self._claimed(claim)
             fields = {key: value for key, value in listing.items() if key != "_id"}
             with contextlib.suppress(DuplicateKeyError):  # two upserts of the one stub at once: one inserted it
                 self._listings.update_one({"_id": listing["_id"]}, {"$setOnInsert": fields}, upsert=True)
         except PyMongoError as exc:
             raise self._unavailable("insert the listing", exc) from exc
         return listing
+
+    def _claimed(self, claim: dict[str, Any]) -> dict[str, Any]:
+        """The stub of the VIN's claim: ours if we claimed it, else the claimant's while it is usable.
+
+        A stale claim (its stub sold or deleted) is swapped for ours only if it still names that stub,
+        so of two requests finding it stale one swaps and the other uses the swapped-in stub."""
+        for _ in range(5):
+            try:
+                self._claims.insert_one(claim)
+                return claim["listing"]
+            except DuplicateKeyError:
+                held = (self._claims.find_one({"_id": claim["_id"]}) or {}).get("listing")
+            if not isinstance(held, dict):
+                continue  # expired between the two calls: claim again
+            if self._usable(held):
+                return held
+            swapped = self._claims.replace_one({"_id": claim["_id"], "listing._id": held.get("_id")}, claim)
+            if swapped.modified_count == 1:
+                return claim["listing"]
+        raise StoreUnavailable()  # five rounds of racing claims for one VIN: let the caller retry
 
     def _usable(self, stub: dict[str, Any]) -> bool:
         """A claimed stub is used unless it is written and no longer the vehicle's listing."""

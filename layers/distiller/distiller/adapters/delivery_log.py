@@ -48,6 +48,10 @@ class MongoDeliveryLog:
         c.create_index(
             [("partnerId", ASCENDING), ("eventId", ASCENDING), ("status", ASCENDING)], name="partner_event_id"
         )
+        c.create_index(  # endpoint health: a partner's dead letters since its last delivery or resume
+            [("partnerId", ASCENDING), ("deadLettered", ASCENDING), ("attemptedAt", ASCENDING)],
+            name="partner_dead_lettered_date",
+        )
         c.create_index("attemptedAt", name="ttl_attempted_at", expireAfterSeconds=retention_days * 86400)
         self._claims.create_index(
             [("partnerId", ASCENDING), ("eventId", ASCENDING), ("round", ASCENDING), ("attempt", ASCENDING)],

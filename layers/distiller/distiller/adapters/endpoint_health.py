@@ -27,7 +27,8 @@ from distiller.deliver.health import (
 )
 from distiller.deliver.log import DELIVERIES_COLLECTION, as_utc
 
-OLDEST_FIRST = [("emittedAt", ASCENDING), ("heldAt", ASCENDING), ("_id", ASCENDING)]
+OLDEST_FIRST = [("emitted", ASCENDING), ("heldAt", ASCENDING), ("_id", ASCENDING)]
+LEAST_PROBED_FIRST = [("probes", ASCENDING), *OLDEST_FIRST]
 
 
 class MongoHeldDeliveries:
@@ -40,7 +41,8 @@ class MongoHeldDeliveries:
             [("partnerId", ASCENDING), ("eventId", ASCENDING), ("round", ASCENDING)], name="one_hold", unique=True
         )
         c.create_index([("partnerId", ASCENDING), *OLDEST_FIRST], name="partner_oldest_first")
-        c.create_index("heldAt", name="held_at")
+        c.create_index([("partnerId", ASCENDING), *LEAST_PROBED_FIRST], name="partner_least_probed_first")
+        c.create_index([("emitted", ASCENDING), ("_id", ASCENDING)], name="emitted")
 
     def hold(self, held: HeldDelivery) -> bool:
         document = {
@@ -49,8 +51,10 @@ class MongoHeldDeliveries:
             "round": held.round,
             "message": held.body,
             "emittedAt": held.emitted_at,
+            "emitted": held.emitted,
             "heldAt": held.held_at,
             "reason": held.reason,
+            "probes": 0,
         }
         try:
             self._collection.insert_one(document)
@@ -58,9 +62,22 @@ class MongoHeldDeliveries:
             return False
         return True
 
-    def oldest(self, partner_id: str, limit: int) -> list[HeldDelivery]:
-        found = self._collection.find({"partnerId": partner_id}).sort(OLDEST_FIRST).limit(limit)
+    def oldest(self, partner_id: str, limit: int, now: dt.datetime) -> list[HeldDelivery]:
+        not_leased = {"$or": [{"probingUntil": None}, {"probingUntil": {"$lte": now}}]}
+        found = self._collection.find({"partnerId": partner_id, **not_leased}).sort(OLDEST_FIRST).limit(limit)
         return [_held(document) for document in found]
+
+    def least_probed(self, partner_id: str, limit: int) -> list[HeldDelivery]:
+        found = self._collection.find({"partnerId": partner_id}).sort(LEAST_PROBED_FIRST).limit(limit)
+        return [_held(document) for document in found]
+
+    def lease(self, held: HeldDelivery, now: dt.datetime, until: dt.datetime) -> bool:
+        free = {"$or": [{"probingUntil": None}, {"probingUntil": {"$lte": now}}]}
+        leased = self._collection.update_one({"_id": held.id, **free}, {"$set": {"probingUntil": until}})
+        return leased.modified_count == 1
+
+    def probe_failed(self, held: HeldDelivery) -> None:
+        self._collection.update_one({"_id": held.id}, {"$inc": {"probes": 1}, "$unset": {"probingUntil": ""}})
 
     def remove(self, held: Sequence[HeldDelivery]) -> None:
         if held:
@@ -72,8 +89,8 @@ class MongoHeldDeliveries:
     def count(self, partner_id: str) -> int:
         return self._collection.count_documents({"partnerId": partner_id})
 
-    def held_before(self, at: dt.datetime, limit: int) -> list[HeldDelivery]:
-        found = self._collection.find({"heldAt": {"$lt": at}}).sort([("heldAt", ASCENDING), ("_id", ASCENDING)])
+    def emitted_before(self, at: dt.datetime, limit: int) -> list[HeldDelivery]:
+        found = self._collection.find({"emitted": {"$lt": at}}).sort([("emitted", ASCENDING), ("_id", ASCENDING)])
         return [_held(document) for document in found.limit(limit)]
 
 
@@ -87,6 +104,7 @@ def _held(document: dict[str, Any]) -> HeldDelivery:
         held_at=as_utc(document["heldAt"]),
         reason=document.get("reason") or "",
         id=document["_id"],
+        probes=document.get("probes") or 0,
     )
 
 
@@ -99,17 +117,25 @@ class MongoPartnerHealth:
         last_ok = self._log.find_one(
             {"partnerId": partner_id, "status": "delivered"}, {"attemptedAt": 1}, sort=[("attemptedAt", -1)]
         )
+        record = self._partners.find_one({"partnerId": partner_id}, {"health.resumedAt": 1}) or {}
+        resumed = (record.get("health") or {}).get("resumedAt") if isinstance(record.get("health"), dict) else None
+        starts = [as_utc(t) for t in (last_ok and last_ok["attemptedAt"], resumed) if isinstance(t, dt.datetime)]
         since: dict[str, Any] = {"partnerId": partner_id}
-        if last_ok is not None:
-            since["attemptedAt"] = {"$gt": last_ok["attemptedAt"]}
+        if starts:
+            since["attemptedAt"] = {"$gt": max(starts)}
         first_failed = self._log.find_one({**since, "status": "failed"}, {"attemptedAt": 1}, sort=[("attemptedAt", 1)])
         dead_letters = 0
         if dead_letters_needed:
-            dead_letters = self._log.count_documents({**since, "deadLettered": True}, limit=dead_letters_needed)
+            # Dead letters of attempts made at the endpoint only: a give-up or an expired hold has no URL.
+            at_endpoint = {"deadLettered": True, "url": {"$ne": None}}
+            dead_letters = self._log.count_documents({**since, **at_endpoint}, limit=dead_letters_needed)
         return FailureStreak(
             dead_letters=dead_letters,
             failing_since=None if first_failed is None else as_utc(first_failed["attemptedAt"]),
         )
+
+    def is_paused(self, partner_id: str) -> bool:
+        return self._partners.find_one({"partnerId": partner_id, "state": PAUSED_STATE}, {"_id": 1}) is not None
 
     def pause(self, partner_id: str, reason: str, at: dt.datetime) -> bool:
         health = {"pausedAt": at, "reason": reason, "lastProbeAt": None, "probeError": None}

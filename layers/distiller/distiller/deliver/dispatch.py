@@ -82,6 +82,7 @@ class Dispatcher:
         held: HeldDeliveries | None = None,
         health: PartnerHealth | None = None,
         pause_policy: PausePolicy = DEFAULT_PAUSE_POLICY,
+        on_pause: Callable[[str], None] | None = None,
     ) -> None:
         self._partners = partners
         self._secrets = secrets
@@ -104,6 +105,8 @@ class Dispatcher:
         self._health = health
         """Without both, nothing is paused or held (the behaviour before endpoint health)."""
         self.pause_policy = pause_policy
+        self._on_pause = on_pause
+        """Called with the partner's id by the one invocation that paused it (the PartnerPaused metric)."""
         self._tally = threading.local()  # the PartnerTally of the batch each thread is working on
 
     @property
@@ -189,7 +192,7 @@ class Dispatcher:
         already = self._already_processed(message, attempt)
         if already:
             return self._skip(message, attempt, partner.webhook_url, already)
-        if partner.paused and self._held is not None:
+        if partner.paused and self._held is not None and self._still_paused(partner.partner_id):
             return self._hold(message, attempt, partner.webhook_url)
         if not partner.webhook_url:
             result = SendResult(False, error="partner has no webhook URL", refused=True)
@@ -340,25 +343,41 @@ class Dispatcher:
             raise DispatchFailure(f"partner health unavailable: {exc}") from exc
         if changed:
             logger.error("partner %s paused: %s", partner_id, reason, extra={"partnerId": partner_id, "reason": reason})
-            tally: PartnerTally | None = getattr(self._tally, "current", None)
-            if tally is not None:
-                tally.paused(partner_id)
+            if self._on_pause is not None:  # at once: an invocation that dies later must not lose the alarm
+                self._on_pause(partner_id)
         return True
+
+    def _still_paused(self, partner_id: str) -> bool:
+        """The record read afresh: a cached `paused` may be a minute old, and holding a resumed
+        partner's deliveries would hold back (and reorder) the very drain that resumed it."""
+        if self._health is None:
+            return True
+        try:
+            return self._health.is_paused(partner_id)
+        except Exception as exc:
+            raise DispatchFailure(f"partner health unavailable: {exc}") from exc
 
     def _hold(
         self, message: DeliveryMessage, attempt: int, url: str | None, *, then: Callable[[], None] | None = None
     ) -> Outcome:
-        """Keep the delivery for the partner's resume (nothing sent, nothing dead-lettered), then log it."""
+        """Keep the delivery for the partner's resume (nothing sent, nothing dead-lettered), then log it.
+
+        Once it is kept, the held store is its one copy: a log write failing after that is reported,
+        not retried (a retried message would be sent again while its held copy is drained)."""
         held = self._held
         assert held is not None
         at = self._clock()
         try:
-            held.hold(HeldDelivery.of(message, at, HELD_REASON))
+            kept = held.hold(HeldDelivery.of(message, at, HELD_REASON))
         except Exception as exc:
             raise DispatchFailure(f"held deliveries unavailable: {exc}") from exc
-        if then is not None:
-            then()
-        self._record(message, attempt, url, "held", SendResult(False, error=HELD_REASON), at=at)
+        try:
+            if then is not None:
+                then()
+            if kept:  # False: a redelivered copy, held and logged already
+                self._record(message, attempt, url, "held", SendResult(False, error=HELD_REASON), at=at)
+        except DispatchFailure as exc:
+            logger.error("held %s for %s without its log entry: %s", message.event_id, message.partner_id, exc)
         return "held"
 
     def _skip(self, message: DeliveryMessage, attempt: int, url: str | None, reason: str) -> Outcome:
@@ -423,14 +442,4 @@ class Dispatcher:
         )
 
 
-__all__ = [
-    "FINISH_MARGIN_SECONDS",
-    "SIGNATURE_REFUSED",
-    "DispatchFailure",
-    "Dispatcher",
-    "Outcome",
-    "RetrySchedule",
-    "Secrets",
-    "Sender",
-    "webhook_headers",
-]
+__all__ = ["FINISH_MARGIN_SECONDS", "SIGNATURE_REFUSED", "Dispatcher", "RetrySchedule", "webhook_headers"]

@@ -4,8 +4,8 @@ Parse each message, call the dispatcher, report partial batch failures for the m
 queue or log step failed (they are retried; POSTed ones are not re-POSTed thanks to the delivery
 log). A message that is not a delivery is dead-lettered with its reason; so is one that failed on
 its last receive, rather than being moved by SQS without a reason. Metrics: the batch's outcome
-totals, one blob per partner (`distiller.deliver.partner_metrics`; off with `PARTNER_METRICS=false`),
-and PartnerPaused when the batch paused a partner (always: the alarm watches it).
+totals and one blob per partner (`distiller.deliver.partner_metrics`; off with `PARTNER_METRICS=false`).
+PartnerPaused is printed by `report_pause` the moment the Dispatcher pauses a partner.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ OUTCOME_METRICS = {
 }
 
 
+def report_pause(partner_id: str) -> None:
+    """The Dispatcher's `on_pause`: one PartnerPaused count (service and stage: the alarm's dimensions),
+    printed at once, so an invocation that dies after pausing still raises the alarm."""
+    emit_stage_metric(PAUSED_METRIC, 1, SERVICE_NAME, os.environ.get("STAGE"))
+
+
 def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: DispatcherRuntime) -> dict[str, Any]:
     records = event.get("Records") or []
     messages: list[DeliveryMessage] = []
@@ -80,7 +86,6 @@ def handle_deliveries(event: dict[str, Any], context: LambdaContext, runtime: Di
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
     if runtime.partner_metrics:
         emit_partner_metrics(tally, SERVICE_NAME, os.environ.get("STAGE"))
-    emit_stage_metric(PAUSED_METRIC, len(tally.paused_partners), SERVICE_NAME, os.environ.get("STAGE"))
     # One line per batch at INFO; the attempts' own lines are DEBUG when delivered.
     logger.info("dispatched batch", extra={"messages": len(records), **counts, "batchItemFailures": len(retry)})
     return partial_batch_response(event, retry, context)
@@ -98,4 +103,5 @@ __all__ = [
     "STAGE_DIMENSION",
     "SUCCESS_RATE_METRIC",
     "handle_deliveries",
+    "report_pause",
 ]

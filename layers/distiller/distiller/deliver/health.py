@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from distiller.core.clock import iso_utc
+from distiller.core.clock import iso_utc, parse_instant
 from distiller.deliver.message import DeliveryMessage
 
 HELD_COLLECTION = "held_deliveries"
@@ -36,7 +36,10 @@ HELD_REASON = "partner paused: its endpoint kept failing; held until a probe suc
 
 @dataclass(frozen=True, slots=True)
 class PausePolicy:
-    """When to pause, how often to probe, how long to hold (settings PAUSE_AFTER_*, HEALTH_*)."""
+    """When to pause, how often to probe, how long to hold (settings PAUSE_AFTER_*, HEALTH_*).
+
+    Retention counts from the delivery's emission, not from when it was (last) held: a payload
+    too large for a message lives in the claim-check bucket for 30 days from then."""
 
     dead_letters: int = 5
     """Consecutive dead letters (no delivered attempt between them) that pause; 0: never on count."""
@@ -45,8 +48,8 @@ class PausePolicy:
     probe_seconds: int = 300
     """Least time between two probes of one paused partner."""
     retention_days: int = 14
-    """How long a delivery stays held; older ones are dead-lettered with the reason (the DLQ keeps
-    them 14 more days, within the claim-check bucket's 30-day expiry)."""
+    """Days after its emission that a delivery may stay held; then it is dead-lettered with the
+    reason (the DLQ keeps it 14 more days, within the claim-check bucket's 30-day expiry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,15 @@ class HeldDelivery:
     reason: str
     id: Any = None
     """The store's key (Mongo `_id`); None until stored."""
+    probes: int = 0
+    """Failed probes made with it: each probe takes the least-probed delivery, so one delivery the
+    endpoint rejects for itself (a 422) cannot keep a partner paused that takes the others."""
+
+    @property
+    def emitted(self) -> dt.datetime:
+        """`emittedAt` as an instant: the order of the drain and the start of the retention (the
+        claim-check object of a large payload is as old as the emission, whatever was held since)."""
+        return parse_instant(self.emitted_at)
 
     @classmethod
     def of(cls, message: DeliveryMessage, held_at: dt.datetime, reason: str) -> HeldDelivery:
@@ -100,19 +112,28 @@ class HeldDelivery:
     def message(self) -> DeliveryMessage:
         return DeliveryMessage.from_body(self.body)
 
-    def resumed(self, at: dt.datetime) -> DeliveryMessage:
+    def resumed(self) -> DeliveryMessage:
         """The message to send when the partner resumes: a round of its own, so it gets the whole
         retry schedule again, and the same one each time this held entry is drained (a drain
         repeated after a crash is one round, which the delivery log deduplicates)."""
         held = self.message()
-        resume_round = max(int(self.held_at.timestamp()), held.redrive + 1)
-        return held.next_round(resume_round)
+        return held.next_round(max(health_round(self.held_at), held.redrive + 1))
 
     def probe(self, at: dt.datetime) -> DeliveryMessage:
         """The message a probe sends: a round of its own per probe (a failed probe is not an
         attempt of the drained round)."""
         held = self.message()
-        return held.next_round(max(int(at.timestamp()), int(self.held_at.timestamp()) + 1, held.redrive + 2))
+        return held.next_round(max(health_round(at), health_round(self.held_at) + 1, held.redrive + 2))
+
+
+HEALTH_ROUNDS_FROM = 10**12
+"""Resume and probe rounds are epoch milliseconds: apart from the partner API's replay rounds (epoch
+seconds, below this until the year 33658) and an operator's redrive (+1), so neither can take a
+round a replay or a redrive is in."""
+
+
+def health_round(at: dt.datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 class HeldDeliveries(Protocol):
@@ -122,8 +143,20 @@ class HeldDeliveries(Protocol):
         """Keep it; False when this delivery (partner, eventId, round) is held already."""
         ...
 
-    def oldest(self, partner_id: str, limit: int) -> list[HeldDelivery]:
-        """The partner's held deliveries, oldest emitted first (then held first)."""
+    def oldest(self, partner_id: str, limit: int, now: dt.datetime) -> list[HeldDelivery]:
+        """The partner's held deliveries not being probed at `now`, oldest emitted first (then held first)."""
+        ...
+
+    def least_probed(self, partner_id: str, limit: int) -> list[HeldDelivery]:
+        """The partner's held deliveries, least probed first, then oldest emitted."""
+        ...
+
+    def lease(self, held: HeldDelivery, now: dt.datetime, until: dt.datetime) -> bool:
+        """Reserve it for a probe until `until` (a drain meanwhile leaves it); False if leased already."""
+        ...
+
+    def probe_failed(self, held: HeldDelivery) -> None:
+        """Count the failed probe and end the lease."""
         ...
 
     def remove(self, held: Sequence[HeldDelivery]) -> None: ...
@@ -134,8 +167,8 @@ class HeldDeliveries(Protocol):
 
     def count(self, partner_id: str) -> int: ...
 
-    def held_before(self, at: dt.datetime, limit: int) -> list[HeldDelivery]:
-        """Held deliveries held before `at` (past their retention), oldest first."""
+    def emitted_before(self, at: dt.datetime, limit: int) -> list[HeldDelivery]:
+        """Held deliveries emitted before `at` (past their retention), oldest first."""
         ...
 
 
@@ -150,7 +183,14 @@ class PauseState:
 class PartnerHealth(Protocol):
     """Pause state (the partner record) and the history that decides it (the delivery log)."""
 
-    def failure_streak(self, partner_id: str, dead_letters_needed: int) -> FailureStreak: ...
+    def failure_streak(self, partner_id: str, dead_letters_needed: int) -> FailureStreak:
+        """The attempts since the later of the last delivered one and the last resume (an operator's
+        `enable` starts a fresh count); only dead letters of attempts at the endpoint count."""
+        ...
+
+    def is_paused(self, partner_id: str) -> bool:
+        """The record's state now, not through a cache (a Dispatcher's copy may be a minute old)."""
+        ...
 
     def pause(self, partner_id: str, reason: str, at: dt.datetime) -> bool:
         """Mark the partner paused; True only for the call that changed it (the alarm fires once)."""

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from distiller.deliver.health import RESUMED_METRIC
 from distiller.deliver.partner_metrics import emit_stage_metric
+from distiller.deliver.sweep import SweepFailed
 from distiller.observability import SERVICE_NAME, logger
 
 if TYPE_CHECKING:
@@ -29,8 +30,11 @@ def handle_health_sweep(event: dict[str, Any], context: LambdaContext, runtime: 
         "alreadyDelivered": report.already_delivered,
         "expired": report.expired,
         "stillHeld": report.still_held,
+        "errors": report.errors,
     }
     logger.info("health sweep", extra=summary)
+    if report.errors:  # the others were swept; the invocation fails so the errors alarm says so
+        raise SweepFailed("; ".join(f"{who}: {why}" for who, why in sorted(report.errors.items())))
     return summary
 
 

@@ -60,12 +60,6 @@ class PartnerTally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._partners: dict[str, PartnerCounts] = {}
-        self.paused_partners: list[str] = []
-        """Partners this batch paused (the PartnerPaused metric and alarm)."""
-
-    def paused(self, partner_id: str) -> None:
-        with self._lock:
-            self.paused_partners.append(partner_id)
 
     def add(self, attempt: DeliveryAttempt) -> None:
         with self._lock:

@@ -1,18 +1,23 @@
 """The health sweep (scheduled every minute): probe paused partners, resume them, drain what was held.
 
-For each paused partner whose last probe (or pause) is `probe_seconds` old, the oldest held
-delivery is POSTed once, signed as the Dispatcher signs (a round of its own, logged as an
-attempt). A delivered probe resumes the partner and removes that delivery from the hold. Then,
-for every partner with deliveries held and not paused (just resumed, resumed by `distiller
-partners enable`, or held by an instance whose cached record was a minute old), the held
-deliveries go back on the delivery queue oldest first, each in a resume round of its own with
-its original eventId and a fresh retry schedule; one the delivery log shows delivered in its
-round or later (a probe, an earlier drain interrupted before its removal) is removed unsent.
-Deliveries held past the retention are dead-lettered with the reason and a log entry. Inactive
-partners keep their held deliveries until enabled (or the retention ends).
+For each paused partner whose last probe (or pause) is `probe_seconds` old, one held delivery is
+POSTed once, signed as the Dispatcher signs (a round of its own, logged as an attempt): the least
+probed, oldest first, so a delivery the endpoint rejects for itself cannot keep a partner paused
+that takes the others. It is leased meanwhile, so a drain (`partners enable --drain-now`) leaves
+it. A delivered probe resumes the partner and removes that delivery from the hold. Then, for
+every partner with deliveries held and not paused (just resumed, resumed by `partners enable`,
+or held by an instance whose cached record was stale), the held deliveries go back on the
+delivery queue oldest emitted first, each in a resume round of its own with its original eventId
+and a fresh retry schedule; one the delivery log shows delivered in its round or later (a probe,
+an earlier drain interrupted before its removal) is removed unsent. Deliveries emitted longer ago
+than the retention are dead-lettered with the reason and a log entry. Inactive partners keep
+their held deliveries until enabled (or the retention ends).
 
 Queue sends come before removals, so a crash repeats a drain (the same resume round, which the
-Dispatcher's per-round log check absorbs) rather than losing a delivery.
+Dispatcher's per-round log check absorbs) rather than losing a delivery. One partner's failure
+(its store, its payload) is logged and the others are still swept; the health function then
+fails the invocation (`SweepFailed`), so its errors alarm says so. No probe, drain page or expiry
+starts without time left.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 from distiller.adapters.queues import MessageQueue, OutgoingMessage
 from distiller.core.clock import iso_utc, utc_now
 from distiller.core.partners import Partner
-from distiller.deliver.attempts import Secrets, Sender, post_signed
+from distiller.deliver.attempts import Secrets, Sender, loggable, post_signed
 from distiller.deliver.claim_check import PayloadStore, PayloadTooLarge, PayloadUnavailable
 from distiller.deliver.health import (
     HeldDeliveries,
@@ -42,9 +47,15 @@ from distiller.deliver.sender import SendResult
 logger = logging.getLogger(__name__)
 
 FINISH_MARGIN_SECONDS = 5.0
-"""Time kept back after the last probe for its log write and the drains."""
+"""Time kept back after the last step for its log write."""
 PAGE = 100
 """Held deliveries read, checked against the log and queued at a time."""
+PROBE_PAGES = 10
+"""Pages of held deliveries a probe looks through for one not delivered yet."""
+
+
+class SweepFailed(RuntimeError):
+    """Some partners could not be swept (the others were); the message names them."""
 
 
 @dataclass(slots=True)
@@ -57,7 +68,9 @@ class SweepReport:
     already_delivered: int = 0
     expired: int = 0
     still_held: dict[str, int] = field(default_factory=dict)
-    """Paused partner → deliveries held after the sweep (the HeldDeliveries gauge)."""
+    """Paused partner → deliveries held after the sweep."""
+    errors: dict[str, str] = field(default_factory=dict)
+    """Partner → why it could not be swept this time."""
 
 
 class HealthSweep:
@@ -92,40 +105,40 @@ class HealthSweep:
         self.attempt_budget_seconds = attempt_budget_seconds
         self.drain_limit = drain_limit
         """Deliveries drained per partner per sweep; the rest wait a minute (the invocation must end)."""
+        self._deadline: float | None = None
 
     def run(self, remaining_seconds: float | None = None) -> SweepReport:
         """One sweep. `remaining_seconds` is the invocation's time left: no probe starts unless a
-        whole attempt budget (and a margin) still fits; the partners not probed are due next time."""
+        whole attempt budget (and a margin) still fits, no page unless the margin does; what is
+        left is due at the next sweep. A partner that failed is in `errors`; the others were swept."""
         report = SweepReport()
         now = self._clock()
-        start_by = None
-        if remaining_seconds is not None:
-            start_by = time.monotonic() + remaining_seconds - self.attempt_budget_seconds - FINISH_MARGIN_SECONDS
-        self._expire(now, report)
+        self._deadline = None if remaining_seconds is None else time.monotonic() + remaining_seconds
+        self._guarded("expiry", report, lambda: self._expire(now, report))
         partners = {p.partner_id: p for p in self._partners()}
         for state in self._health.paused():
             partner = partners.get(state.partner_id)
             if partner is not None and partner.active and self._probe_due(state, now):
-                self._probe(partner, now, report, start_by)
+                self._guarded(state.partner_id, report, lambda p=partner: self._probe(p, now, report))
         paused = {state.partner_id for state in self._health.paused()}
         for partner_id in self._held.partners():
             partner = partners.get(partner_id)
             if partner_id in paused:
                 report.still_held[partner_id] = self._held.count(partner_id)
             elif partner is not None and partner.active:
-                self.drain(partner_id, now, report)
+                self._guarded(partner_id, report, lambda p=partner_id: self.drain(p, now, report))
         return report
 
     def drain(self, partner_id: str, now: dt.datetime, report: SweepReport) -> None:
         """Put the partner's held deliveries back on the delivery queue, oldest first."""
         drained = 0
-        while drained < self.drain_limit:
-            batch = self._held.oldest(partner_id, min(PAGE, self.drain_limit - drained))
+        while drained < self.drain_limit and self._time_for(0):
+            batch = self._held.oldest(partner_id, min(PAGE, self.drain_limit - drained), now)
             if not batch:
                 break
             delivered, send = self._split_delivered(partner_id, batch)
             report.already_delivered += len(delivered)
-            failed = set(self._delivery_queue.send([OutgoingMessage(h.resumed(now).to_body()) for h in send]))
+            failed = set(self._delivery_queue.send([OutgoingMessage(h.resumed().to_body()) for h in send]))
             self._held.remove(delivered + [h for i, h in enumerate(send) if i not in failed])
             drained += len(send) - len(failed)
             if failed:
@@ -135,20 +148,31 @@ class HealthSweep:
             report.drained[partner_id] = report.drained.get(partner_id, 0) + drained
             logger.info("drained held deliveries", extra={"partnerId": partner_id, "drained": drained})
 
+    def _time_for(self, budget: float) -> bool:
+        return self._deadline is None or time.monotonic() + budget + FINISH_MARGIN_SECONDS < self._deadline
+
+    def _guarded(self, who: str, report: SweepReport, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as exc:  # this partner (or the expiry) only: the others are still swept
+            report.errors[who] = loggable(f"{type(exc).__name__}: {exc}") or type(exc).__name__
+            logger.exception("health sweep: %s failed", who, extra={"partnerId": who})
+
     def _probe_due(self, state: PauseState, now: dt.datetime) -> bool:
         last = state.last_probe_at or state.paused_at
         return last is None or (now - last).total_seconds() >= self.policy.probe_seconds
 
-    def _probe(self, partner: Partner, now: dt.datetime, report: SweepReport, start_by: float | None) -> None:
-        if start_by is not None and time.monotonic() > start_by:
+    def _probe(self, partner: Partner, now: dt.datetime, report: SweepReport) -> None:
+        if not self._time_for(self.attempt_budget_seconds):
             return  # no time left for a whole attempt in this invocation: the partner stays due
-        delivered, candidates = self._split_delivered(partner.partner_id, self._held.oldest(partner.partner_id, 10))
-        self._held.remove(delivered)
-        report.already_delivered += len(delivered)
-        if not candidates:  # nothing to probe with: resume, and the next dead letters judge afresh
-            self._resume(partner.partner_id, now, "nothing held to probe with", report)
+        held = self._probe_candidate(partner.partner_id, report)
+        if held is None:
+            if self._held.count(partner.partner_id) == 0:  # nothing held at all: the next dead letters judge
+                self._resume(partner.partner_id, now, "nothing held to probe with", report)
             return
-        held = candidates[0]
+        lease = now + dt.timedelta(seconds=self.attempt_budget_seconds + 60)
+        if not self._held.lease(held, now, lease):
+            return  # a drain or another sweep has it
         message = held.probe(now)
         if not partner.webhook_url:
             result, latency_ms = SendResult(False, error="partner has no webhook URL", refused=True), None
@@ -161,11 +185,8 @@ class HealthSweep:
                 self._park([held], f"held delivery cannot be sent: {exc}", now)
                 report.expired += 1
                 return
-            result, latency_ms = post_signed(
-                self._sender, self._secrets, partner.webhook_url, message, start_by=start_by
-            )
-        if result.deferred:  # no time left in this invocation: the partner stays due
-            return
+            result, latency_ms = post_signed(self._sender, self._secrets, partner.webhook_url, message)
+        error = None if result.delivered else loggable(f"probe: {result.error}")
         self._log.record(
             DeliveryAttempt(
                 partner_id=partner.partner_id,
@@ -174,11 +195,11 @@ class HealthSweep:
                 attempt=1,
                 status="delivered" if result.delivered else "failed",
                 url=partner.webhook_url,
-                attempted_at=now,
+                attempted_at=self._clock(),
                 payload=message.payload,
                 status_code=result.status_code,
                 response_body_excerpt=result.body_excerpt,
-                error=None if result.delivered else f"probe: {result.error}",
+                error=error,
                 redrive=message.redrive,
                 latency_ms=latency_ms,
             )
@@ -188,11 +209,22 @@ class HealthSweep:
             self._held.remove([held])
             self._resume(partner.partner_id, now, f"probe delivered {held.event_id}", report)
         else:
-            self._health.probed(partner.partner_id, now, result.error)
+            self._held.probe_failed(held)
+            self._health.probed(partner.partner_id, now, error)
             logger.info(
                 "probe failed; partner stays paused",
-                extra={"partnerId": partner.partner_id, "eventId": held.event_id, "error": result.error},
+                extra={"partnerId": partner.partner_id, "eventId": held.event_id, "error": error},
             )
+
+    def _probe_candidate(self, partner_id: str, report: SweepReport) -> HeldDelivery | None:
+        """The least-probed held delivery not delivered already (those found delivered are removed)."""
+        for _ in range(PROBE_PAGES):
+            delivered, candidates = self._split_delivered(partner_id, self._held.least_probed(partner_id, PAGE))
+            self._held.remove(delivered)
+            report.already_delivered += len(delivered)
+            if candidates or not delivered:
+                return candidates[0] if candidates else None
+        return None
 
     def _resume(self, partner_id: str, now: dt.datetime, how: str, report: SweepReport) -> None:
         if self._health.resume(partner_id, now, how):
@@ -208,8 +240,8 @@ class HealthSweep:
 
     def _expire(self, now: dt.datetime, report: SweepReport) -> None:
         cutoff = now - dt.timedelta(days=self.policy.retention_days)
-        while batch := self._held.held_before(cutoff, PAGE):
-            reason = f"held since before {iso_utc(cutoff)}: past the hold's {self.policy.retention_days}-day retention"
+        while self._time_for(0) and (batch := self._held.emitted_before(cutoff, PAGE)):
+            reason = f"emitted before {iso_utc(cutoff)}: past the hold's {self.policy.retention_days}-day retention"
             if not self._park(batch, reason, now):
                 break
             report.expired += len(batch)
@@ -241,4 +273,4 @@ class HealthSweep:
         return not failed
 
 
-__all__ = ["HealthSweep", "SweepReport"]
+__all__ = ["HealthSweep", "SweepFailed", "SweepReport"]
