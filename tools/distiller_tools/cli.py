@@ -19,14 +19,19 @@ from distiller.core.ejson import compact_json
 from distiller.core.lookups import LookupFailure
 from distiller.core.model import ChangeEvent, RecordError
 from distiller.core.pipeline import ChangeOutcome, collector_paused, distill
-from distiller.ingest.sources import change_events_from_text
+from distiller.ingest.sources import change_events_from_text, change_events_in_text
 from distiller_tools.world import IndexedWorld, WorldFileError, in_memory_database, load_partners, load_world
 
 #: `--retry-delays` when none is given: the stack's own schedule (seconds before each retry).
 DEFAULT_RETRY_DELAYS = "60,300,900"
 
-#: Lines distilled together: lookups are batched per chunk, memory stays flat on long streams.
-CHUNK_LINES = 1000
+#: Lines distilled together: lookups are batched per chunk (in-memory here), memory stays flat.
+#: 200, not 1,000: a chunk's parsed events (~2 MB, not ~10) stay in a core's L2 cache between
+#: parsing and distilling, ~6 µs per event less in `make bench`.
+CHUNK_LINES = 200
+#: Chunks per young-generation collection (`change_chunks`): each scans the chunk the caller still
+#: holds, ~3.5 µs per event when every 1,000-line chunk had one.
+COLLECT_EVERY = 10
 
 
 #: `distiller distill | head`: the exit status of a command whose reader went away (128 + SIGPIPE, as a shell
@@ -60,19 +65,21 @@ def _decoded_lines(lines: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, st
 
 def change_chunks(lines: Iterable[tuple[str, str | bytes]], size: int) -> Iterator[list[ChangeEvent | RecordError]]:
     """Parsed change events, `size` at a time, parsed (and distilled by the caller) with the cyclic
-    collector paused (`collector_paused`); between chunks one young-generation collection frees
-    whatever cycles a chunk left."""
+    collector paused (`collector_paused`); every `COLLECT_EVERY` chunks one young-generation
+    collection frees whatever cycles those chunks left."""
     with collector_paused() as collecting:
         chunk: list[ChangeEvent | RecordError] = []
+        handed_out = 0
         for origin, line in lines:
-            if not line.strip():
+            if not line or line.isspace():  # `not line.strip()`, without copying the line
                 continue
             # Documents decoded field by field when read (docs/assumptions.md, "Lazy Extended JSON").
-            chunk.extend(change_events_from_text(line, origin, lazy=True))
+            chunk.extend(change_events_in_text(line, origin, lazy=True))
             if len(chunk) >= size:
                 yield chunk
                 chunk = []
-                if collecting:
+                handed_out += 1
+                if collecting and handed_out % COLLECT_EVERY == 0:
                     gc.collect(1)
         if chunk:
             yield chunk

@@ -85,7 +85,7 @@ def loads(text: str | bytes) -> Any:
     """
     if isinstance(text, (bytes, bytearray)):
         text = text.decode("utf-8")
-    if '"$' not in text:
+    if "$" not in text or '"$' not in text:  # `$` first: one fast scan, not a stop at every quote
         return json.loads(text)
     return json.loads(text, object_hook=object_hook)
 

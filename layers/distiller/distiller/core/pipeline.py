@@ -16,24 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from distiller.core.ejson import id_string, plain
-from distiller.core.identity import event_id, event_key
 from distiller.core.lazy_ejson import ExtendedJSONError
 from distiller.core.lookups import Lookups
 from distiller.core.model import DOCUMENT_OPERATIONS, ChangeEvent, Delivery, EmittedEvent, RecordError
 from distiller.core.partners import Partner
 from distiller.core.reducers import REDUCERS
 from distiller.core.reducers.rules import Reducer, Row
+from distiller.core.route import route
 from distiller.core.routing import (
     ROUTING_FIELDS,
     EntityRouting,
     RoutingKeys,
     entity_routing,
-    matched_link,
-    matching_subscription,
     references,
-    routing_keys,
-    routing_keys_via_deals,
-    scope_decision,
 )
 from distiller.core.transitions import MISSING, Transitions, value_at
 
@@ -58,9 +53,13 @@ class PartnerRouting:
     events: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ChangeOutcome:
-    """Everything the distiller decided about one change event."""
+    """Everything the distiller decided about one change event.
+
+    Built once per change event: its `__init__` is written out, as the dataclass one calls a
+    default factory per list (the same fields, defaults and keywords).
+    """
 
     change: ChangeEvent
     events: list[EmittedEvent] = field(default_factory=list)
@@ -70,6 +69,24 @@ class ChangeOutcome:
     linked_deals: list[dict[str, Any]] = field(default_factory=list)
     error: RecordError | None = None
     """Set in --explain mode when the change could not be routed (e.g. its deal is missing)."""
+
+    def __init__(
+        self,
+        change: ChangeEvent,
+        events: list[EmittedEvent] | None = None,
+        deliveries: list[Delivery] | None = None,
+        partners: list[PartnerRouting] | None = None,
+        note: str | None = None,
+        linked_deals: list[dict[str, Any]] | None = None,
+        error: RecordError | None = None,
+    ) -> None:
+        self.change = change
+        self.events = [] if events is None else events
+        self.deliveries = [] if deliveries is None else deliveries
+        self.partners = [] if partners is None else partners
+        self.note = note
+        self.linked_deals = [] if linked_deals is None else linked_deals
+        self.error = error
 
     def explain(self) -> dict[str, Any]:
         change = self.change
@@ -94,20 +111,25 @@ class ChangeOutcome:
         }
 
 
-@dataclass(slots=True)
 class _Work:
-    change: ChangeEvent
-    reducer: Reducer
-    outcome: ChangeOutcome
-    document: dict[str, Any] | None = None
-    rows: list[tuple[Row, dict[str, Any]]] = field(default_factory=list)
-    index: int = 0
-    found: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    """Documents routing borrows values from, by `(collection, id)` (`routing.references`)."""
-    linked: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
-    """(deal id, deal) for each deal the entity belongs to (documents, credit reports)."""
-    entity: EntityRouting | None = None
-    """The entity's own routing fields and links, read once for the lookups and the routing."""
+    """One change on its way through the batch's steps (internal: a plain slotted class, built
+    once per change without a dataclass's default factories)."""
+
+    __slots__ = ("change", "document", "entity", "found", "index", "linked", "outcome", "reducer", "rows")
+
+    def __init__(self, change: ChangeEvent, reducer: Reducer, outcome: ChangeOutcome, index: int) -> None:
+        self.change = change
+        self.reducer = reducer
+        self.outcome = outcome
+        self.index = index
+        self.document: dict[str, Any] | None = None
+        self.rows: list[tuple[Row, dict[str, Any]]] = []
+        self.found: dict[tuple[str, str], dict[str, Any]] = {}
+        """Documents routing borrows values from, by `(collection, id)` (`routing.references`)."""
+        self.linked: list[tuple[str, dict[str, Any] | None]] = []
+        """(deal id, deal) for each deal the entity belongs to (documents, credit reports)."""
+        self.entity: EntityRouting | None = None
+        """The entity's own routing fields and links, read once for the lookups and the routing."""
 
 
 class PartnerDirectory:
@@ -124,17 +146,18 @@ class PartnerDirectory:
 
     def candidates(self, keys: RoutingKeys) -> list[Partner]:
         """Partners that could match `keys` under some scope, in directory order."""
-        seen: dict[str, Partner] = {}
+        order = self._order
+        seen: dict[int, Partner] = {}  # by directory position: one per partnerId, sorted without a key function
         for _, value in keys.app_sources:
             partner = self._by_id.get(value)
             if partner is not None:
-                seen[partner.partner_id] = partner
+                seen[order[partner.partner_id]] = partner
         for _, value in keys.organizations:
             for partner in self._by_org.get(value, ()):
-                seen[partner.partner_id] = partner
+                seen[order[partner.partner_id]] = partner
         if len(seen) < 2:
             return list(seen.values())
-        return sorted(seen.values(), key=lambda p: self._order[p.partner_id])
+        return [seen[position] for position in sorted(seen)]
 
 
 def distill(
@@ -193,7 +216,7 @@ def _distill_batch(
         elif reducer is None:
             outcome.note = f"no reducer for collection {item.collection!r}"
         else:
-            work.append(_Work(item, reducer, outcome, index=len(results) - 1))
+            work.append(_Work(item, reducer, outcome, len(results) - 1))
 
     if work:
         _resolve_documents(work, lookups, results)
@@ -207,7 +230,7 @@ def _distill_batch(
         directory = PartnerDirectory(lookups.partners()) if work else PartnerDirectory([])
         for w in work:
             try:
-                _route(w, directory, explain, file_links)
+                route(w, directory, explain, file_links)
             except ExtendedJSONError as exc:
                 _replace(results, w, RecordError(w.change.origin, str(exc)))
             except Exception as exc:  # one unroutable record must not take the batch down
@@ -259,7 +282,7 @@ def _reduce(work: list[_Work], results: list[ChangeOutcome | RecordError]) -> No
             w.rows = []
             continue
         w.outcome.events = [
-            EmittedEvent(r.event, index, f"{w.change.collection} {r.describe()}", detail)
+            EmittedEvent(r.event, index, f"{w.change.collection} {r.trigger_text}", detail)
             for index, (r, detail) in enumerate(w.rows)
         ]
         if not w.rows:
@@ -280,7 +303,9 @@ def _resolve_references(work: list[_Work], lookups: Lookups, results: list[Chang
         except ExtendedJSONError as exc:  # a routing field holds a malformed wrapper
             _replace(results, w, RecordError(w.change.origin, str(exc)))
             mine = []
-        mine += [ref for _, deal in w.linked if deal is not None for ref in references(ROUTING_FIELDS["deals"], deal)]
+        if w.linked:
+            deal_fields = ROUTING_FIELDS["deals"]
+            mine += [ref for _, deal in w.linked if deal is not None for ref in references(deal_fields, deal)]
         refs.append(mine)
         for collection, ref_id in mine:
             wanted[collection].add(ref_id)
@@ -345,80 +370,6 @@ def _resolve_linked_deals(
                 w.rows = []
             else:
                 _replace(results, w, error)
-
-
-def _route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: FileLinks | None) -> None:
-    assert w.document is not None
-    change, document = w.change, w.document
-    per_deal: list[tuple[str, RoutingKeys]] = []
-    if w.reducer.linked_deals:
-        keys, per_deal = routing_keys_via_deals(w.linked, w.found)
-        if not per_deal and explain:
-            w.outcome.note = f"no linked deal ({', '.join(w.reducer.linked_deals)} empty): routed to nobody"
-    elif w.entity is not None:
-        keys = w.entity.keys(w.found)
-    else:
-        keys = routing_keys(ROUTING_FIELDS[change.collection], document, w.found)
-    deals = dict(w.linked)
-    files: dict[int, list[dict[str, Any]]] = {}
-    bodies: dict[str | None, list[dict[str, Any]]] = {}
-
-    def bodies_for(deal_id: str | None) -> list[dict[str, Any]]:
-        """The event bodies as a partner reaching the entity through `deal_id` receives them (built once)."""
-        if deal_id not in bodies:
-            linked_deal = deals.get(deal_id) if deal_id is not None else None
-            built = []
-            for index, (r, detail) in enumerate(w.rows):
-                body = (r.payload or w.reducer.payload)(document, detail, linked_deal)
-                if r.files is not None:
-                    if index not in files:
-                        files[index] = [_file_entry(file_links, key, name) for key, name in r.files(document)]
-                    body["documents"] = files[index]
-                built.append(body)
-            bodies[deal_id] = built
-        return bodies[deal_id]
-
-    events, deliveries, entity_type = w.outcome.events, w.outcome.deliveries, w.reducer.entity_type
-    for partner in directory.partners if explain else directory.candidates(keys):
-        routing: PartnerRouting | None = None
-        if explain:
-            decision = scope_decision(partner, keys)
-            routing = PartnerRouting(partner.partner_id, decision.routed, decision.why)
-            w.outcome.partners.append(routing)
-            if not decision.routed:
-                continue
-        elif matched_link(partner, keys) is None:
-            continue
-        # A document on several deals reaches each partner with the deal that partner is on.
-        deal_id = next((d for d, k in per_deal if matched_link(partner, k) is not None), None) if per_deal else None
-        for emitted, (r, _), body in zip(events, w.rows, bodies_for(deal_id), strict=True):
-            pattern = matching_subscription(partner.events, emitted.event)
-            if routing is not None:
-                routing.events[emitted.event] = (
-                    f"not subscribed (events: {list(partner.events)})"
-                    if pattern is None
-                    else f"delivered (subscribed by {pattern!r})"
-                )
-            if pattern is None:
-                continue
-            key = event_key(change.resume_token, partner.partner_id, emitted.event, emitted.emission_index)
-            eid = event_id(key)
-            payload = {
-                "id": body.get("id"),
-                "eventId": eid,
-                "eventKey": key,
-                "entityType": r.entity_type or entity_type,
-            }
-            payload.update(body)
-            if deal_id is not None and "dealId" in payload:
-                payload["dealId"] = deal_id
-            deliveries.append(Delivery(partner.partner_id, emitted.event, eid, key, payload))
-
-
-def _file_entry(file_links: FileLinks | None, key: str, filename: str) -> dict[str, Any]:
-    if file_links is None:  # no signer configured (a dry run without a bucket): name the file only
-        return {"filename": filename, "signedUrl": None, "expiresAt": None}
-    return file_links.link(key, filename)
 
 
 def deliveries_of(results: Iterable[ChangeOutcome | RecordError]) -> list[Delivery]:

@@ -28,10 +28,16 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def plain_at(document: Any, path: str) -> Any:
     """`plain(value_at(document, path))`, or `MISSING` where `value_at` answers `MISSING`."""
+    return plain_parts(document, split_path(path), path)
+
+
+def plain_parts(document: Any, parts: tuple[str, ...], path: str) -> Any:
+    """`plain_at` with `path` already split into `parts` (`split_path(path)`): field tables compiled
+    once (`payloads.FieldTable`, `routing.RoutingFields`) read without splitting or its cache."""
     if WRAPPER_KEYS is None:  # json_util's table unknown: no way to tell a wrapper on the way
         return _ordinary(document, path)
     current = document
-    for part in split_path(path):
+    for part in parts:
         kind = type(current)
         if kind is LazyDocument:
             current = dict.get(current, part, MISSING)  # raw, or decoded by an earlier read
@@ -44,22 +50,30 @@ def plain_at(document: Any, path: str) -> Any:
         if current is MISSING:
             return MISSING
     kind = type(current)
+    if kind is str or current is None or kind is bool:
+        return current  # what `plain` gives them
     if kind in _SCALARS:
         return plain(current)
     if kind is dict:
-        if len(current) == 1:
-            text = current.get("$oid")
-            if type(text) is str and len(text) == 24:
-                try:
-                    raw = bytes.fromhex(text)
-                except ValueError:
-                    raw = b""
-                if len(raw) == 12:  # what `ObjectId(text)` accepts; `str()` of it is lower-case hex
-                    return text.lower()
-        return _ordinary(document, path)
+        text = oid_text(current)
+        return text if text is not None else _ordinary(document, path)
     if kind is list:
         return _ordinary(document, path)
     return plain(current)  # decoded already (ObjectId, datetime, ...)
+
+
+def oid_text(value: dict[str, Any]) -> str | None:
+    """The text `plain` gives for a raw, well-formed `{"$oid": hex}` (lower-case hex), else None."""
+    if len(value) == 1:
+        text = value.get("$oid")
+        if type(text) is str and len(text) == 24:
+            try:
+                raw = bytes.fromhex(text)
+            except ValueError:
+                return None
+            if len(raw) == 12:  # what `ObjectId(text)` accepts; `str()` of it is lower-case hex
+                return text.lower()
+    return None
 
 
 def _ordinary(document: Any, path: str) -> Any:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from distiller.core.ejson import id_string, plain
+from distiller.core.ejson import WRAPPER_KEYS, id_string, plain
+from distiller.core.lazy_ejson import LazyDocument
 from distiller.core.partners import Partner
-from distiller.core.plain_read import plain_at
-from distiller.core.transitions import MISSING, value_at
+from distiller.core.plain_read import oid_text, plain_parts
+from distiller.core.transitions import MISSING, split_path, value_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,10 @@ References = Mapping[tuple[str, str], dict[str, Any]]
 """Borrowed-from documents by `(collection, id)`, as `references` names them."""
 
 
-@dataclass(frozen=True, slots=True)
+# Built once or twice per change event, so not frozen: a frozen dataclass's `__init__` (one
+# `object.__setattr__` per field) cost ~0.2 µs more per object. Nothing assigns to them after
+# construction; `unsafe_hash` keeps them hashable as they were.
+@dataclass(slots=True, unsafe_hash=True)
 class RoutingKeys:
     """An entity's routing values, each with the field it came from (for --explain)."""
 
@@ -93,7 +97,22 @@ def _routing_text(document: dict[str, Any] | None, path: str) -> str | None:
     absent, null or empty. Read with `plain_at`: most are strings or ObjectIds, never decoded."""
     if document is None:
         return None
-    value = plain_at(document, path)
+    lazy = type(document) is LazyDocument
+    if lazy or type(document) is dict:
+        # A text or a raw `{"$oid": hex}` at `field`, or at `field.child` through a raw object of a
+        # lazy document: `plain_at`'s answer, without its walk (`payloads.FieldTable` reads alike).
+        parent, dot, child = path.partition(".")
+        value = dict.get(document, parent, MISSING)
+        if dot:
+            fits = lazy and "." not in child and type(value) is dict and WRAPPER_KEYS is not None
+            value = value.get(child, MISSING) if fits and WRAPPER_KEYS.isdisjoint(value) else MISSING  # type: ignore[union-attr]
+        if type(value) is str and value:
+            return value
+        if type(value) is dict and lazy:
+            text = oid_text(value)
+            if text is not None:
+                return text
+    value = plain_parts(document, split_path(path), path)
     if value is MISSING:
         return None
     if type(value) is str and value:
@@ -106,7 +125,7 @@ def _routing_text(document: dict[str, Any] | None, path: str) -> str | None:
     return id_string(plain(raw)) or ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see `RoutingKeys`
 class EntityRouting:
     """What an entity routes on by itself, and the links it borrows routing values through.
 
@@ -125,6 +144,8 @@ class EntityRouting:
 
     def keys(self, found: References | None = None) -> RoutingKeys:
         """The entity's routing values, with those borrowed from the `found` documents."""
+        if not self.links:
+            return RoutingKeys(self.app_sources, self.organizations)
         app_sources = list(self.app_sources)
         organizations = list(self.organizations)
         for borrowed, ref_id in self.links:

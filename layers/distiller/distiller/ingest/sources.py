@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from distiller.core import ejson
+from distiller.core.change_line import EVENTBRIDGE_DETAIL_TYPE_PREFIX, change_events_of_line
 from distiller.core.lazy_ejson import ExtendedJSONError, loads_change_line
 from distiller.core.model import ChangeEvent, RecordError
-
-EVENTBRIDGE_DETAIL_TYPE_PREFIX = "MongoDB Database Trigger for "
 
 
 class SourceError(ValueError):
@@ -65,8 +64,14 @@ def change_events_in_text(text: str | bytes, origin: str, *, lazy: bool = False)
     same checks in the same order, without the calls that showed per event.
 
     `lazy`: read with `lazy_ejson.loads_change_line`: documents are decoded field by field when
-    read, so a malformed wrapper in a field nobody reads no longer rejects the record.
+    read, so a malformed wrapper in a field nobody reads no longer rejects the record. Lines of
+    the common shapes are read in one pass (`change_line`); the others, and any line that pass
+    does not vouch for, come here.
     """
+    if lazy:
+        changes = change_events_of_line(text, origin)
+        if changes is not None:
+            return changes
     try:
         obj = _decoding(loads_change_line if lazy else ejson.loads, text)
     except SourceError as exc:

@@ -27,11 +27,16 @@ class RowPlan:
     """Top-level field → indices of the rows that watch it."""
     any_write: tuple[int, ...]
     """Indices of rows with no watched field (any write may fire them)."""
+    paths: tuple[tuple[str, ...] | None, ...] = ()
+    """Per row, the field paths one of which an update must write or remove for the row to fire
+    (`rules.needed_paths`; None: any write may)."""
     seen: dict[tuple[str, ...], tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     """`rows_for`'s answers by the written fields, in the order they were given (at most `_SEEN_LIMIT`)."""
+    seen_paths: dict[tuple[str, ...], tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+    """`rows_for_paths`'s answers by the written paths (at most `_SEEN_LIMIT`)."""
 
     @classmethod
-    def of(cls, rows: tuple[Row, ...]) -> RowPlan:
+    def of(cls, rows: tuple[Row, ...], paths: Iterable[tuple[str, ...] | None] = ()) -> RowPlan:
         by_field: dict[str, list[int]] = {}
         any_write = []
         for index, r in enumerate(rows):
@@ -39,7 +44,7 @@ class RowPlan:
                 any_write.append(index)
             for name in r.watches or ():
                 by_field.setdefault(name, []).append(index)
-        return cls({name: tuple(indices) for name, indices in by_field.items()}, tuple(any_write))
+        return cls({name: tuple(indices) for name, indices in by_field.items()}, tuple(any_write), tuple(paths))
 
     def rows_for(self, written: Iterable[str]) -> list[int]:
         """Indices of the rows a change writing these top-level fields may fire, in table order.
@@ -56,3 +61,22 @@ class RowPlan:
             if len(self.seen) < _SEEN_LIMIT:
                 self.seen[names] = known
         return list(known)
+
+    def rows_for_paths(self, written: tuple[str, ...]) -> tuple[int, ...]:
+        """`rows_for` the top-level fields of these written or removed paths, minus the rows none of
+        whose `paths` any of them touches (a write to `dealState.buyer.status` cannot fire a row on
+        `dealState.seller.status`: ~a third of the rows an update visited). Remembered per paths."""
+        known = self.seen_paths.get(written)
+        if known is None:
+            tops = dict.fromkeys(path.partition(".")[0] for path in written)
+            known = tuple(index for index in self.rows_for(tops) if self._touchable(index, written))
+            if len(self.seen_paths) < _SEEN_LIMIT:
+                self.seen_paths[written] = known
+        return known
+
+    def _touchable(self, index: int, written: tuple[str, ...]) -> bool:
+        """Whether a write to `written` touches one of the row's paths (as `Transitions.touched` relates them)."""
+        paths = self.paths[index] if index < len(self.paths) else None
+        if paths is None:
+            return True
+        return any(w == p or p.startswith(w + ".") or w.startswith(p + ".") for p in paths for w in written)

@@ -381,6 +381,22 @@ def row(
     return Row(event, tuple(triggers), payload, watches, text, conditions, files, entity_type)
 
 
+def needed_paths(r: Row) -> tuple[str, ...] | None:
+    """The paths one of which an update must write or remove for `r` to fire (every trigger on a
+    path reads it through `Transitions.touched` or `after`), or None when any write may."""
+    paths = []
+    for trigger in r.triggers:
+        while isinstance(trigger, AllOf):  # fires only when its first part does
+            trigger = trigger.parts[0]
+        if isinstance(trigger, _OnPath):
+            paths.append(trigger.path)
+        elif isinstance(trigger, (EachNewlySet, AllNewlySet)):
+            paths.append(trigger.array)
+        else:
+            return None
+    return tuple(paths)
+
+
 @dataclass(frozen=True, slots=True)
 class Reducer:
     """A collection's trigger table. Row order is the emission order (and so part of each eventKey).
@@ -403,7 +419,7 @@ class Reducer:
     """`rows` compiled by watched field, built with the table (at import)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "plan", RowPlan.of(self.rows))
+        object.__setattr__(self, "plan", RowPlan.of(self.rows, map(needed_paths, self.rows)))
 
     def reduce(self, t: Transitions) -> list[Row]:
         """The rows this change fires, in table order."""
@@ -413,15 +429,15 @@ class Reducer:
         """(row, detail) for every event the change produces, in emission order."""
         first_only = self.one_event_per_update and not t.is_insert
         fired: list[tuple[Row, dict[str, Any]]] = []
-        if t.change.operation_type == "update":
-            rows = [self.rows[index] for index in self.plan.rows_for(t.written_tops())]
+        if t.change.operation_type == "update":  # rows on a written path (`RowPlan.rows_for_paths`)
+            written = (*t.change.updated_fields, *t.change.removed_fields)
+            rows = [self.rows[index] for index in self.plan.rows_for_paths(written)]
         else:  # an insert or replace writes every field: the whole table, minus rows on absent fields
-            written = t.written_fields()
-            rows = [r for r in self.rows if r.watches is None or not written.isdisjoint(r.watches)]
+            rows = [self.rows[index] for index in self.plan.rows_for(t.written_tops())]  # remembered per shape
         for r in rows:
             details = r.emissions(t)
             if details:
-                fired.extend((r, detail) for detail in details)
+                fired += [(r, detail) for detail in details]
                 if first_only:
                     break
         return fired
