@@ -340,9 +340,9 @@ def test_drain_lines_name_the_event_ids_and_count_beyond_twenty():
     from distiller_tools.partners.health import Drained, drain_lines
 
     ids = [f"e{n}" for n in range(25)]
-    [line] = drain_lines("p", Drained(event_ids=ids))
+    [line] = drain_lines("p", Drained(event_ids=ids), 0)
     assert line.endswith(": " + ", ".join(ids[:20]) + " and 5 more")
-    lines = drain_lines("p", Drained(event_ids=[], already_delivered=1, still_held=4))
+    lines = drain_lines("p", Drained(event_ids=[], already_delivered=1), 4)
     assert lines[0].startswith("partners: drained 0 held deliveries of 'p'") and not lines[0].endswith(":")
     assert lines[1:] == [
         "partners: 1 already delivered (by a probe or replay): removed unsent",

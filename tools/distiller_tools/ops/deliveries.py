@@ -19,6 +19,7 @@ from typing import Any
 
 from distiller.core.clock import parse_instant
 from distiller.deliver.log import DELIVERY_STATUSES, NEWEST_FIRST, DeliveryFilter, as_utc, log_line
+from distiller_tools.partners.health import state_label
 
 
 def _checked_filter(
@@ -202,14 +203,6 @@ def delivery_stats(
     return sorted(table.values(), key=lambda r: r.partner_id)
 
 
-def partner_state(record: Mapping[str, Any]) -> str:
-    """`paused` (or any state the record carries), else active/inactive from `active`."""
-    state = record.get("state")
-    if isinstance(state, str) and state:
-        return state
-    return "inactive" if record.get("active") is False else "active"
-
-
 def mongo_stats(
     deliveries: Any,
     partners: Any,
@@ -227,7 +220,7 @@ def mongo_stats(
         query["partnerId"] = partner_id
     query["status"] = {"$in": ["delivered", "failed", "held"]}
     states = {
-        str(r.get("partnerId")): partner_state(r) for r in partners.find({}, {"partnerId": 1, "state": 1, "active": 1})
+        str(r.get("partnerId")): state_label(r) for r in partners.find({}, {"partnerId": 1, "state": 1, "active": 1})
     }
     cursor = deliveries.find(query, STATS_FIELDS)
     entries = ((doc, doc.get("attemptedAt") or dt.datetime.min, doc.get("_id")) for doc in cursor)

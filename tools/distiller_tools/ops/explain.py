@@ -26,7 +26,6 @@ from distiller.core.routing import (
     routing_keys,
     scope_decision,
 )
-from distiller.deliver.health import HELD_COLLECTION
 from distiller.deliver.log import DELIVERIES_COLLECTION, NEWEST_FIRST, log_line
 from distiller_tools.mongo import open_database
 from distiller_tools.ops.cli import positive_int
@@ -71,7 +70,7 @@ def _partner(db: Any, database: str, partner_id: str) -> Found:
     record = store.get(partner_id)
     if record is None:
         raise ExplainError(f"partner {partner_id!r}: not found in {store.where}")
-    held = db[HELD_COLLECTION].count_documents({"partnerId": partner_id})
+    held = store.held_count(partner_id) or 0
     try:
         return Found(partner_from_record(record, where=f"partner {partner_id!r}"), None, record, held)
     except PartnerRecordError as exc:

@@ -425,16 +425,16 @@ def _drain(args: argparse.Namespace, partner_store: PartnerStore, stderr: IO[str
     assert isinstance(partner_store, stores.MongoPartners)  # `_drain_options` refused the file
     queue = SqsQueue(deps.sqs_client(args.region or region_of(args.delivery_queue_url)), args.delivery_queue_url)
     try:
-        drained = health.drain_now(partner_store.database, args.partner_id, queue, deps.clock(), args.secrets_prefix)
+        drained, still_held = health.drain_now(partner_store.database, args.partner_id, queue, deps.clock())
     except PyMongoError as exc:  # the partner is resumed already: the sweep drains within a minute
         print(f"distiller: partners enable: drain: {' '.join(str(exc).split())[:300]}", file=stderr)
         print(f"partners: {args.partner_id!r} is resumed; {health.SWEEP_NOTE}", file=stderr)
         return 1
-    for line in health.drain_lines(args.partner_id, drained):
+    for line in health.drain_lines(args.partner_id, drained, still_held):
         print(line, file=stderr)
-    if drained.still_held and not drained.event_ids:
+    if still_held and not drained.event_ids:
         print(f"partners: the delivery queue {args.delivery_queue_url} took none: check the URL", file=stderr)
-    return 1 if drained.still_held else 0
+    return 1 if still_held else 0
 
 
 @_guarded

@@ -10,17 +10,16 @@ original eventId) and the skipping of deliveries the log shows delivered are the
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from distiller.core.clock import iso_utc
-from distiller.deliver.health import HELD_COLLECTION, PAUSED_STATE, PausePolicy
-from distiller.deliver.log import DELIVERIES_COLLECTION, as_utc
-from distiller.deliver.message import DeliveryMessage
+from distiller.deliver.health import HELD_COLLECTION, PAUSED_STATE
+from distiller.deliver.log import as_utc
+from distiller.deliver.sweep import Drained, drain_held
 
 if TYPE_CHECKING:
-    from distiller.adapters.queues import MessageQueue, OutgoingMessage
+    from distiller.adapters.queues import MessageQueue
 
 RESUMED_BY = "partners enable"
 """`health.resumedBy` when an operator resumed the partner (the sweep writes how its probe did)."""
@@ -94,70 +93,19 @@ def resume_changes(record: Mapping[str, Any], at: dt.datetime) -> dict[str, Any]
     return {"state": None, "health": {**_health(record), "resumedAt": at, "resumedBy": RESUMED_BY}}
 
 
-@dataclass(slots=True)
-class Drained:
-    """What `enable --drain-now` put back on the delivery queue, and what is left."""
-
-    event_ids: list[str] = field(default_factory=list)
-    already_delivered: int = 0
-    still_held: int = 0
-
-
-class _Recorded:
-    """The delivery queue, noting the eventId of each message it accepted (the drain's report counts
-    them; the operator is shown which)."""
-
-    def __init__(self, queue: MessageQueue, into: list[str]) -> None:
-        self._queue = queue
-        self._into = into
-
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[int]:
-        failed = self._queue.send(messages)
-        refused = set(failed)
-        self._into += [DeliveryMessage.from_body(m.body).event_id for i, m in enumerate(messages) if i not in refused]
-        return failed
-
-
-class _NoDeadLetters:
-    """A drain dead-letters nothing (only the sweep's retention expiry does)."""
-
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[int]:
-        raise RuntimeError("a drain never dead-letters")
-
-
-def drain_now(
-    database: Any, partner_id: str, delivery_queue: MessageQueue, at: dt.datetime, secrets_prefix: str
-) -> Drained:
-    """The sweep's drain of one partner, now. Sender, secrets and dead letters are the sweep's
-    collaborators that a drain does not touch (it POSTs nothing and expires nothing)."""
-    # At call time: only this command needs the Mongo adapters and the sweep.
-    from distiller.adapters.delivery_log import MongoDeliveryLog
+def drain_now(database: Any, partner_id: str, delivery_queue: MessageQueue, at: dt.datetime) -> tuple[Drained, int]:
+    """The sweep's drain of one partner (`deliver.sweep.drain_held`), now; and how many are still
+    held after it (being probed, or held meanwhile by a Dispatcher whose cached record was stale)."""
+    # At call time: only this command needs the Mongo adapters.
     from distiller.adapters.endpoint_health import MongoHeldDeliveries, MongoPartnerHealth
-    from distiller.adapters.secrets import PartnerSecrets
-    from distiller.deliver.sender import WebhookSender
-    from distiller.deliver.sweep import HealthSweep, SweepReport
 
-    drained = Drained()
     held = MongoHeldDeliveries(database[HELD_COLLECTION])
-    sweep = HealthSweep(
-        partners=list,
-        health=MongoPartnerHealth(database),
-        held=held,
-        sender=WebhookSender(),
-        secrets=PartnerSecrets(secrets_prefix, 0),
-        log=MongoDeliveryLog(database[DELIVERIES_COLLECTION]),
-        delivery_queue=_Recorded(delivery_queue, drained.event_ids),
-        dead_letters=_NoDeadLetters(),
-        policy=PausePolicy(),
-    )
-    report = SweepReport()
-    sweep.drain(partner_id, at, report)
-    drained.already_delivered = report.already_delivered
-    drained.still_held = held.count(partner_id)
-    return drained
+    health = MongoPartnerHealth(database)
+    drained = drain_held(partner_id, held=held, health=health, delivery_queue=delivery_queue, now=at, limit=10**9)
+    return drained, held.count(partner_id)
 
 
-def drain_lines(partner_id: str, drained: Drained) -> list[str]:
+def drain_lines(partner_id: str, drained: Drained, still_held: int) -> list[str]:
     """The operator's account of a drain: which eventIds went back on the queue, what is left."""
     ids = drained.event_ids
     more = len(ids) - SHOWN_EVENT_IDS
@@ -168,8 +116,8 @@ def drain_lines(partner_id: str, drained: Drained) -> list[str]:
     ]
     if drained.already_delivered:
         lines.append(f"partners: {drained.already_delivered} already delivered (by a probe or replay): removed unsent")
-    if drained.still_held:
-        lines.append(f"partners: {drained.still_held} still held for {partner_id!r}: {SWEEP_NOTE}")
+    if still_held:
+        lines.append(f"partners: {still_held} still held for {partner_id!r}: {SWEEP_NOTE}")
     return lines
 
 

@@ -8,7 +8,8 @@ from typing import Any, Literal
 WebhookScope = Literal["appSource", "organization", "both"]
 WEBHOOK_SCOPES: tuple[str, ...] = ("appSource", "organization", "both")
 LINK_PLATFORMS: tuple[str, ...] = ("dealnow", "pa-app")
-PARTNER_STATES: tuple[str, ...] = ("active", "paused")
+PAUSED_STATE = "paused"
+PARTNER_STATES: tuple[str, ...] = ("active", PAUSED_STATE)
 """`state`: absent or "active"; "paused" while its endpoint is failing (set by the Dispatcher)."""
 
 
@@ -105,7 +106,7 @@ def partner_from_record(record: Any, where: str = "partner") -> Partner:
         lead_organization_ids=tuple(_id_text(o) for o in lead_organization_ids),
         leads_rate_limit=leads_rate_limit,
         organization_user_id=organization_user_id,
-        paused=state == "paused",
+        paused=state == PAUSED_STATE,
     )
 
 

@@ -13,11 +13,9 @@ from typing import TYPE_CHECKING, Any
 from distiller.core.identity import event_id, event_key
 from distiller.core.model import Delivery, EmittedEvent
 from distiller.core.routing import (
-    ROUTING_FIELDS,
     RoutingKeys,
     matched_link,
     matching_subscription,
-    routing_keys,
     routing_keys_via_deals,
     scope_decision,
 )
@@ -35,10 +33,9 @@ def route(w: _Work, directory: PartnerDirectory, explain: bool, file_links: File
         keys, per_deal = routing_keys_via_deals(w.linked, w.found)
         if not per_deal and explain:
             w.outcome.note = f"no linked deal ({', '.join(w.reducer.linked_deals)} empty): routed to nobody"
-    elif w.entity is not None:
+    else:  # a collection routed by its own fields: `_resolve_references` read them (ROUTING_FIELDS)
+        assert w.entity is not None, f"{change.collection}: neither linked deals nor routing fields"
         keys = w.entity.keys(w.found)
-    else:
-        keys = routing_keys(ROUTING_FIELDS[change.collection], w.document, w.found)
     if explain:
         _route_explained(w, directory, keys, per_deal, file_links)
         return

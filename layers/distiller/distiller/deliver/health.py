@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from distiller.core.clock import iso_utc, parse_instant
+from distiller.core.partners import PAUSED_STATE
 from distiller.deliver.message import DeliveryMessage
 
 HELD_COLLECTION = "held_deliveries"
-PAUSED_STATE = "paused"
-"""The partner record's `state` while paused (`core.partners.PARTNER_STATES`)."""
 PAUSED_METRIC = "PartnerPaused"
 """1 per partner paused (dimensions service and stage): the one the PartnerPaused alarm watches."""
 RESUMED_METRIC = "PartnerResumed"
@@ -221,6 +220,7 @@ __all__ = [
     "HELD_COLLECTION",
     "HELD_REASON",
     "PAUSED_METRIC",
+    "PAUSED_STATE",
     "RESUMED_METRIC",
     "FailureStreak",
     "HeldDeliveries",

@@ -73,6 +73,55 @@ class SweepReport:
     """Partner → why it could not be swept this time."""
 
 
+@dataclass(slots=True)
+class Drained:
+    """What one drain put back on the delivery queue (eventIds, oldest first) and removed unsent."""
+
+    event_ids: list[str] = field(default_factory=list)
+    already_delivered: int = 0
+
+
+def split_delivered(
+    health: PartnerHealth, partner_id: str, batch: Sequence[HeldDelivery]
+) -> tuple[list[HeldDelivery], list[HeldDelivery]]:
+    """`batch` as (already delivered in its round or a later one, still to send)."""
+    rounds = health.delivered_rounds(partner_id, sorted({h.event_id for h in batch}))
+    delivered = [h for h in batch if already_delivered(h, rounds)]
+    return delivered, [h for h in batch if not already_delivered(h, rounds)]
+
+
+def drain_held(
+    partner_id: str,
+    *,
+    held: HeldDeliveries,
+    health: PartnerHealth,
+    delivery_queue: MessageQueue,
+    now: dt.datetime,
+    limit: int,
+    time_left: Callable[[], bool] = lambda: True,
+) -> Drained:
+    """Put up to `limit` of the partner's held deliveries (not being probed) back on the delivery
+    queue, oldest emitted first, each in its resume round; those delivered already are removed
+    unsent. Queue sends come before removals. The sweep's drain and `partners enable --drain-now`."""
+    drained = Drained()
+    while len(drained.event_ids) < limit and time_left():
+        batch = held.oldest(partner_id, min(PAGE, limit - len(drained.event_ids)), now)
+        if not batch:
+            break
+        delivered, send = split_delivered(health, partner_id, batch)
+        drained.already_delivered += len(delivered)
+        failed = set(delivery_queue.send([OutgoingMessage(h.resumed().to_body()) for h in send]))
+        sent = [h for i, h in enumerate(send) if i not in failed]
+        held.remove(delivered + sent)
+        drained.event_ids += [h.event_id for h in sent]
+        if failed:
+            logger.error("drain of %s stopped: the delivery queue refused %d", partner_id, len(failed))
+            break
+    if drained.event_ids:
+        logger.info("drained held deliveries", extra={"partnerId": partner_id, "drained": len(drained.event_ids)})
+    return drained
+
+
 class HealthSweep:
     def __init__(
         self,
@@ -120,7 +169,7 @@ class HealthSweep:
             partner = partners.get(state.partner_id)
             if partner is not None and partner.active and self._probe_due(state, now):
                 self._guarded(state.partner_id, report, lambda p=partner: self._probe(p, now, report))
-        paused = {state.partner_id for state in self._health.paused()}
+        paused = {state.partner_id for state in self._health.paused()}  # afresh: `enable` may resume meanwhile
         for partner_id in self._held.partners():
             partner = partners.get(partner_id)
             if partner_id in paused:
@@ -131,22 +180,18 @@ class HealthSweep:
 
     def drain(self, partner_id: str, now: dt.datetime, report: SweepReport) -> None:
         """Put the partner's held deliveries back on the delivery queue, oldest first."""
-        drained = 0
-        while drained < self.drain_limit and self._time_for(0):
-            batch = self._held.oldest(partner_id, min(PAGE, self.drain_limit - drained), now)
-            if not batch:
-                break
-            delivered, send = self._split_delivered(partner_id, batch)
-            report.already_delivered += len(delivered)
-            failed = set(self._delivery_queue.send([OutgoingMessage(h.resumed().to_body()) for h in send]))
-            self._held.remove(delivered + [h for i, h in enumerate(send) if i not in failed])
-            drained += len(send) - len(failed)
-            if failed:
-                logger.error("drain of %s stopped: the delivery queue refused %d", partner_id, len(failed))
-                break
-        if drained:
-            report.drained[partner_id] = report.drained.get(partner_id, 0) + drained
-            logger.info("drained held deliveries", extra={"partnerId": partner_id, "drained": drained})
+        drained = drain_held(
+            partner_id,
+            held=self._held,
+            health=self._health,
+            delivery_queue=self._delivery_queue,
+            now=now,
+            limit=self.drain_limit,
+            time_left=lambda: self._time_for(0),
+        )
+        report.already_delivered += drained.already_delivered
+        if drained.event_ids:
+            report.drained[partner_id] = report.drained.get(partner_id, 0) + len(drained.event_ids)
 
     def _time_for(self, budget: float) -> bool:
         return self._deadline is None or time.monotonic() + budget + FINISH_MARGIN_SECONDS < self._deadline
@@ -219,7 +264,7 @@ class HealthSweep:
     def _probe_candidate(self, partner_id: str, report: SweepReport) -> HeldDelivery | None:
         """The least-probed held delivery not delivered already (those found delivered are removed)."""
         for _ in range(PROBE_PAGES):
-            delivered, candidates = self._split_delivered(partner_id, self._held.least_probed(partner_id, PAGE))
+            delivered, candidates = split_delivered(self._health, partner_id, self._held.least_probed(partner_id, PAGE))
             self._held.remove(delivered)
             report.already_delivered += len(delivered)
             if candidates or not delivered:
@@ -230,13 +275,6 @@ class HealthSweep:
         if self._health.resume(partner_id, now, how):
             report.resumed.append(partner_id)
             logger.warning("partner %s resumed: %s", partner_id, how, extra={"partnerId": partner_id, "how": how})
-
-    def _split_delivered(
-        self, partner_id: str, batch: Sequence[HeldDelivery]
-    ) -> tuple[list[HeldDelivery], list[HeldDelivery]]:
-        rounds = self._health.delivered_rounds(partner_id, sorted({h.event_id for h in batch}))
-        delivered = [h for h in batch if already_delivered(h, rounds)]
-        return delivered, [h for h in batch if not already_delivered(h, rounds)]
 
     def _expire(self, now: dt.datetime, report: SweepReport) -> None:
         cutoff = now - dt.timedelta(days=self.policy.retention_days)
@@ -273,4 +311,4 @@ class HealthSweep:
         return not failed
 
 
-__all__ = ["HealthSweep", "SweepFailed", "SweepReport"]
+__all__ = ["Drained", "HealthSweep", "SweepFailed", "SweepReport", "drain_held", "split_delivered"]
